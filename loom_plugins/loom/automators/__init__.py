@@ -1,0 +1,1 @@
+"""Automators run a service action on a node. ``shell`` is the first; more register by name."""

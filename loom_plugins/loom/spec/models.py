@@ -1,0 +1,200 @@
+"""Pydantic models of Loom's template entities (see LOOM_SEMANTICS.md).
+
+Every model forbids unknown fields so a typo in a template is an error, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+EntityName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+ACTION_NAMES = ("install", "configure", "initialize", "start", "stop", "remove")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Entity(Strict):
+    name: EntityName
+    label: str | None = None
+    description: str = ""
+    icon: str | None = None
+
+
+class Provider(Entity):
+    """A place machines come from: a libcloud driver name, ``local`` or ``static``."""
+
+    driver: str
+    connection: str | None = Field(
+        default=None, description="Airflow Connection id holding credentials (never the file)"
+    )
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class HardwareMapping(Strict):
+    flavor: str
+
+
+class HardwareType(Entity):
+    providermap: dict[str, HardwareMapping]
+
+
+class ImageMapping(Strict):
+    image: str
+    sshuser: str = "root"
+
+
+class ImageType(Entity):
+    providermap: dict[str, ImageMapping]
+
+
+class DependencyEdges(Strict):
+    requires: list[EntityName] = Field(default_factory=list)
+    uses: list[EntityName] = Field(default_factory=list)
+
+
+class Dependencies(Strict):
+    provides: list[EntityName] = Field(default_factory=list)
+    conflicts: list[EntityName] = Field(default_factory=list)
+    install: DependencyEdges = Field(default_factory=DependencyEdges)
+    runtime: DependencyEdges = Field(default_factory=DependencyEdges)
+
+
+class ShellAction(Strict):
+    """Run a script from the service folder on the node, with macro-expanded args."""
+
+    type: Literal["shell"] = "shell"
+    script: str
+    args: list[str] = Field(default_factory=list)
+    timeout: int = Field(default=1800, gt=0)
+
+    @model_validator(mode="after")
+    def _safe_script_path(self) -> ShellAction:
+        parts = self.script.split("/")
+        if self.script.startswith("/") or ".." in parts or "\x00" in self.script or not self.script:
+            raise ValueError(
+                f"script {self.script!r} must be a relative path inside templates/services/ "
+                "(no leading '/', no '..')"
+            )
+        return self
+
+
+class Link(Strict):
+    label: str
+    url: str
+
+
+class Service(Entity):
+    dependencies: Dependencies = Field(default_factory=Dependencies)
+    actions: dict[Literal[ACTION_NAMES], ShellAction] = Field(default_factory=dict)  # type: ignore[valid-type]
+    links: list[Link] = Field(default_factory=list)
+
+    @property
+    def provides(self) -> set[str]:
+        return {self.name, *self.dependencies.provides}
+
+
+class Quantities(Strict):
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Quantities:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class ServiceConstraint(Strict):
+    hardwaretypes: list[EntityName] = Field(default_factory=list)
+    imagetypes: list[EntityName] = Field(default_factory=list)
+    quantities: Quantities = Field(default_factory=Quantities)
+
+
+class LayoutConstraints(Strict):
+    mustcoexist: list[list[EntityName]] = Field(default_factory=list)
+    cantcoexist: list[list[EntityName]] = Field(default_factory=list)
+
+
+class SizeConstraint(Strict):
+    min: int = Field(default=1, ge=1)
+    max: int = Field(default=10000, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SizeConstraint:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class Constraints(Strict):
+    layout: LayoutConstraints = Field(default_factory=LayoutConstraints)
+    services: dict[EntityName, ServiceConstraint] = Field(default_factory=dict)
+    size: SizeConstraint = Field(default_factory=SizeConstraint)
+
+
+class Defaults(Strict):
+    services: list[EntityName] = Field(default_factory=list)
+    provider: EntityName
+    hardwaretype: EntityName
+    imagetype: EntityName
+    dnsSuffix: str | None = Field(default=None, pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Compatibility(Strict):
+    services: list[EntityName] = Field(default_factory=list)
+    hardwaretypes: list[EntityName] = Field(default_factory=list)
+    imagetypes: list[EntityName] = Field(default_factory=list)
+
+
+Duration = Annotated[str, StringConstraints(pattern=r"^(0|\d+[smhdw])$")] | int
+
+
+class LeaseDuration(Strict):
+    initial: Duration = 0
+    max: Duration = 0
+    step: Duration = 0
+
+
+class Administration(Strict):
+    leaseduration: LeaseDuration = Field(default_factory=LeaseDuration)
+
+
+class ClusterTemplate(Entity):
+    defaults: Defaults
+    compatibility: Compatibility = Field(default_factory=Compatibility)
+    constraints: Constraints = Field(default_factory=Constraints)
+    administration: Administration = Field(default_factory=Administration)
+    links: list[Link] = Field(default_factory=list)
+
+
+class CreateRequest(Strict):
+    """The trigger conf of ``<template>.create`` (CONTRACT.md)."""
+
+    cluster: str
+    size: int | None = Field(default=None, ge=1)
+    provider: EntityName | None = None
+    services: list[EntityName] | None = None
+    hardwaretype: EntityName | None = None
+    imagetype: EntityName | None = None
+    config: dict[str, Any] | None = None
+    lease: Duration | None = None
+
+
+class ClusterRequest(Strict):
+    """The trigger conf of operations that only name a cluster (``delete``)."""
+
+    cluster: str
+
+
+ENTITY_KINDS: dict[str, type[Entity]] = {
+    "providers": Provider,
+    "hardwaretypes": HardwareType,
+    "imagetypes": ImageType,
+    "services": Service,
+    "clustertemplates": ClusterTemplate,
+}
