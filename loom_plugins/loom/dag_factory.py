@@ -89,15 +89,14 @@ def _service_groups(dag_plan: Plan, template: str, hosts_of: dict[str, Any], bes
             with groups[svc]:
                 hosts_of[svc] = ops.SelectNodesOperator(task_id="nodes", template=template, service=svc)
         with groups[svc]:
-            tasks[step.id] = ops.ServiceActionOperator.partial(
+            tasks[step.id] = ops.ServiceActionOperator.mapped(
                 task_id=step.action,
                 template=template,
                 service=svc,
                 action=step.action,
                 best_effort=best_effort,
                 trigger_rule=TriggerRule.NONE_FAILED,
-                retries=0 if best_effort else 1,
-                map_index_template=ops.HOSTNAME_LABEL,
+                retries=0 if best_effort else ops.ServiceActionOperator.default_retries,
             ).expand(hostname=hosts_of[svc].output)
     return tasks
 
@@ -125,9 +124,9 @@ def build_create_dag(template: ClusterTemplate, catalog: Catalog) -> DAG:
         begin = ops.BeginCreateOperator(task_id="plan", template=template.name)
         hosts_of: dict[str, Any] = {}
         with TaskGroup(group_id="node", tooltip="one task instance per node") as _:
-            create = ops.ProvisionNodeOperator.partial(task_id="create", template=template.name, map_index_template=ops.HOSTNAME_LABEL).expand(hostname=begin.output)
-            confirm = ops.ConfirmNodeOperator.partial(task_id="confirm", template=template.name, map_index_template=ops.HOSTNAME_LABEL).expand(hostname=begin.output)
-            bootstrap = ops.BootstrapNodeOperator.partial(task_id="bootstrap", template=template.name, map_index_template=ops.HOSTNAME_LABEL).expand(hostname=begin.output)
+            create = ops.ProvisionNodeOperator.mapped(task_id="create", template=template.name).expand(hostname=begin.output)
+            confirm = ops.ConfirmNodeOperator.mapped(task_id="confirm", template=template.name).expand(hostname=begin.output)
+            bootstrap = ops.BootstrapNodeOperator.mapped(task_id="bootstrap", template=template.name).expand(hostname=begin.output)
         tasks = {"node.create": create, "node.confirm": confirm, "node.bootstrap": bootstrap}
         tasks.update(_service_groups(dag_plan, template.name, hosts_of, best_effort=False))
         _wire(dag_plan, tasks)
@@ -159,9 +158,8 @@ def build_delete_dag(template: ClusterTemplate, catalog: Catalog) -> DAG:
         for hosts in hosts_of.values():
             begin >> hosts
         with TaskGroup(group_id="node", tooltip="one task instance per node"):
-            tasks["node.delete"] = ops.DestroyNodeOperator.partial(
-                task_id="delete", template=template.name, trigger_rule=TriggerRule.NONE_FAILED,
-                map_index_template=ops.HOSTNAME_LABEL,
+            tasks["node.delete"] = ops.DestroyNodeOperator.mapped(
+                task_id="delete", template=template.name, trigger_rule=TriggerRule.NONE_FAILED
             ).expand(hostname=begin.output)
         _wire(dag_plan, tasks)
         finish = ops.FinishOperator(task_id="finish", template=template.name, operation="delete")

@@ -175,7 +175,6 @@ def confirm_node(env: Env, cluster: str, hostname: str, timeout: float = 120) ->
     last: Exception | None = None
     while time.monotonic() < deadline:
         hook = ssh_hook(access, cmd_timeout=30)
-        hook.conn_retry_attempts = 1
         try:
             client = hook.get_conn()
             try:

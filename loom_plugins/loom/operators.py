@@ -83,7 +83,7 @@ class BeginCreateOperator(LoomOperator):
         from loom.errors import LoomError
 
         conf = _conf(context)
-        allowed = set(context["params"])
+        allowed = set(self.dag.params)  # context["params"] also holds unknown conf keys
         unknown = sorted(set(conf) - allowed)
         try:
             if unknown:
@@ -108,7 +108,7 @@ class BeginDeleteOperator(LoomOperator):
         from loom.errors import LoomError, RequestError
 
         conf = _conf(context)
-        unknown = sorted(set(conf) - set(context["params"]))
+        unknown = sorted(set(conf) - set(self.dag.params))
         try:
             if unknown:
                 raise RequestError(f"{self.dag_id} conf: unknown key(s) {', '.join(unknown)}; allowed: cluster")
@@ -136,7 +136,24 @@ class SelectNodesOperator(LoomOperator):
         return hosts
 
 
-class NodeOperator(LoomOperator):
+class MappedPerNode:
+    """Mixin: ``Op.mapped(...)`` = ``Op.partial(...)`` with this class's retry policy and the
+    hostname as the UI label. (``partial`` never calls ``__init__`` for the scheduler's view of
+    the task, so per-class defaults must be passed here, not set in ``__init__``.)"""
+
+    default_retries = 0
+    retry_seconds = 10
+
+    @classmethod
+    def mapped(cls, **kwargs: Any) -> Any:
+        kwargs.setdefault("retries", cls.default_retries)
+        kwargs.setdefault("retry_delay", timedelta(seconds=cls.retry_seconds))
+        kwargs.setdefault("map_index_template", HOSTNAME_LABEL)
+        kwargs.setdefault("on_failure_callback", record_task_failure)
+        return cls.partial(**kwargs)  # type: ignore[attr-defined]
+
+
+class NodeOperator(MappedPerNode, LoomOperator):
     """A step on one node; mapped with ``expand(hostname=...)``, the UI shows the hostname."""
 
     step = ""
@@ -161,11 +178,8 @@ class ProvisionNodeOperator(NodeOperator):
 
     step = "provision"
     ui_color = "#e6f4ea"
-
-    def __init__(self, **kwargs: Any):
-        kwargs.setdefault("retries", 2)
-        kwargs.setdefault("retry_delay", timedelta(seconds=5))
-        super().__init__(**kwargs)
+    default_retries = 2
+    retry_seconds = 5
 
 
 class ConfirmNodeOperator(NodeOperator):
@@ -183,17 +197,15 @@ class BootstrapNodeOperator(NodeOperator):
 class DestroyNodeOperator(NodeOperator):
     step = "destroy"
     ui_color = "#fce8e6"
-
-    def __init__(self, **kwargs: Any):
-        kwargs.setdefault("retries", 2)
-        kwargs.setdefault("retry_delay", timedelta(seconds=5))
-        super().__init__(**kwargs)
+    default_retries = 2
+    retry_seconds = 5
 
 
-class ServiceActionOperator(LoomOperator):
+class ServiceActionOperator(MappedPerNode, LoomOperator):
     """Run one service action on one node (mapped over the service's nodes)."""
 
     ui_color = "#e8eaf6"
+    default_retries = 1
 
     def __init__(self, *, service: str, action: str, hostname: str, best_effort: bool = False, **kwargs: Any):
         super().__init__(**kwargs)

@@ -57,6 +57,7 @@ class Settings:
     store_url: str
     local_ssh_port: int
     api_url: str
+    local_pip_cache: Path
 
     @property
     def keys_dir(self) -> Path:
@@ -76,4 +77,5 @@ def load_settings() -> Settings:
         store_url=loom_option("store_sql_conn", f"sqlite:///{state}/loom.db"),
         local_ssh_port=int(loom_option("local_ssh_port", "2222")),
         api_url=loom_option("api_url", "http://127.0.0.1:8080"),
+        local_pip_cache=Path(loom_option("local_pip_cache", str(state / "cache" / "pip"))),
     )

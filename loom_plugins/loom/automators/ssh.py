@@ -39,6 +39,7 @@ def ssh_hook(access: NodeAccess, cmd_timeout: float = 1800, conn_timeout: float 
         conn_timeout=conn_timeout,
         cmd_timeout=cmd_timeout,
         no_host_key_check=False,
+        conn_retry_attempts=1,  # a wrong key never heals; transient failures are the task's retries
     )
     kind, data = access.host_key.split()[:2]
     key_types = {"ssh-ed25519": paramiko.Ed25519Key, "ssh-rsa": paramiko.RSAKey}

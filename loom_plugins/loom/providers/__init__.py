@@ -25,7 +25,12 @@ def compute_driver(provider: Provider, settings: Settings) -> NodeDriver:
         except AttributeError:
             pass  # already registered in this process
         cls: Any = get_driver(LOCAL_DRIVER)
-        return cls(state_dir=settings.state_dir, ssh_port=settings.local_ssh_port, **provider.options)
+        return cls(
+            state_dir=settings.state_dir,
+            ssh_port=settings.local_ssh_port,
+            pip_cache=settings.local_pip_cache,
+            **provider.options,
+        )
     raise ProviderError(
         f"provider {provider.name!r}: driver {provider.driver!r} is not supported yet (only 'local')"
     )

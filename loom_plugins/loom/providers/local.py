@@ -76,12 +76,21 @@ class LocalNodeDriver(NodeDriver):
     connectionCls = ConnectionKey
     features = {"create_node": ["ssh_key"]}
 
-    def __init__(self, key: str | None = None, *, state_dir: str | Path, ssh_port: int = 2222, **_: Any):
+    def __init__(
+        self,
+        key: str | None = None,
+        *,
+        state_dir: str | Path,
+        ssh_port: int = 2222,
+        pip_cache: str | Path | None = None,
+        **_: Any,
+    ):
         super().__init__(key or "local")
         self.root = Path(state_dir) / "nodes"
         self.root.mkdir(parents=True, exist_ok=True)
         self.ssh_port = int(ssh_port)
-        self.pip_cache = Path(state_dir) / "cache" / "pip"
+        # Shared by the nodes' pip (like a package mirror would be), so installs stay fast.
+        self.pip_cache = Path(pip_cache) if pip_cache else Path(state_dir) / "cache" / "pip"
 
     # --- libcloud API ------------------------------------------------------------------
     def list_sizes(self, location: Any = None) -> list[NodeSize]:
