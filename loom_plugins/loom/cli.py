@@ -117,6 +117,31 @@ def cmd_cluster_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster_operation(args: argparse.Namespace) -> int:
+    """Trigger ``<template>.<operation>`` through Airflow's REST API and follow the run."""
+    from loom.demo import trigger, wait_for_run
+    from loom.stack import Stack
+
+    stack = Stack()
+    if args.sub == "create":
+        dag_id, conf = f"{args.template}.create", {"cluster": args.name}
+        if args.size is not None:
+            conf["size"] = args.size
+        if args.services:
+            conf["services"] = args.services.split(",")
+    else:
+        dag_id, conf = f"{_store().require(args.name)['template']}.delete", {"cluster": args.name}
+    token = stack.token()
+    run_id = trigger(stack, dag_id, conf, token)
+    print(f"triggered {dag_id} run {run_id}")
+    if args.no_wait:
+        return 0
+    state = wait_for_run(stack, dag_id, run_id, token)
+    view = _store().get(args.name)
+    print(f"{dag_id} {state}; cluster {args.name}: {view['status'] if view else 'not created'}")
+    return 0 if state == "success" else 1
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from loom.stack import Stack
 
@@ -175,6 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_cluster_show)
+
+    create = cluster.add_parser("create", help="trigger <template>.create through the REST API and follow it")
+    create.add_argument("template")
+    create.add_argument("name")
+    create.add_argument("--size", type=int)
+    create.add_argument("--services", help="comma-separated")
+    create.add_argument("--no-wait", action="store_true")
+    create.set_defaults(func=cmd_cluster_operation)
+    delete = cluster.add_parser("delete", help="trigger <template>.delete through the REST API and follow it")
+    delete.add_argument("name")
+    delete.add_argument("--no-wait", action="store_true")
+    delete.set_defaults(func=cmd_cluster_operation)
 
     sub.add_parser("token", help="print a bearer token for the local stack's admin").set_defaults(func=cmd_token)
 

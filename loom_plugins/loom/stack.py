@@ -191,6 +191,55 @@ class Stack:
         return json.loads(text) if text else None
 
 
+def isolated_env(root: Path, port: int, ssh_port: int, templates: Path | None = None,
+                 pip_cache: Path | None = None) -> dict[str, str]:
+    """Environment for a second, independent stack (tests, benchmarks): its own API port,
+    AIRFLOW_HOME, cluster store, state folder and local-node SSH port under ``root``."""
+    return {
+        "LOOM_ROOT": str(REPO_ROOT),
+        "AIRFLOW_CONFIG": str(REPO_ROOT / "airflow.cfg"),
+        "AIRFLOW_HOME": str(root / "airflow"),
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__LOOM__API_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__LOOM__TEMPLATES_DIR": str(templates or REPO_ROOT / "templates"),
+        "AIRFLOW__LOOM__STATE_DIR": str(root / "state"),
+        "AIRFLOW__LOOM__STORE_SQL_CONN": f"sqlite:///{root / 'state' / 'loom.db'}",
+        "AIRFLOW__LOOM__LOCAL_SSH_PORT": str(ssh_port),
+        "AIRFLOW__LOOM__LOCAL_PIP_CACHE": str(pip_cache or REPO_ROOT / "state" / "cache" / "pip"),
+    }
+
+
+def process_tree_memory(pids: list[int]) -> tuple[int, int]:
+    """(RSS sum, PSS sum) in bytes of the given processes and all their descendants. RSS counts
+    pages shared by forked workers once per process; PSS divides them among the sharers."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    rss = pss = 0
+    stack, seen = list(pids), set()
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1]) * 1024
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            pass
+        stack.extend(children.get(pid, []))
+    return rss, pss
+
+
 class ApiError(LoomError):
     def __init__(self, status: int, body: str):
         self.status, self.body = status, body

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from loom.settings import REPO_ROOT
+from loom.stack import isolated_env
 
 E2E_PORT = 8180
 E2E_SSH_PORT = 2422
@@ -38,21 +39,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     templates = root / "templates"
     shutil.copytree(REPO_ROOT / "templates", templates)
     shutil.copytree(EXTRA, templates, dirs_exist_ok=True)
-    env = {
-        "LOOM_ROOT": str(REPO_ROOT),
-        "AIRFLOW_CONFIG": str(REPO_ROOT / "airflow.cfg"),
-        "AIRFLOW_HOME": str(root / "airflow"),
-        "AIRFLOW__API__PORT": str(E2E_PORT),
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{E2E_PORT}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{E2E_PORT}/execution/",
-        "AIRFLOW__LOOM__API_URL": f"http://127.0.0.1:{E2E_PORT}",
-        "AIRFLOW__LOOM__TEMPLATES_DIR": str(templates),
-        "AIRFLOW__LOOM__STATE_DIR": str(root / "state"),
-        "AIRFLOW__LOOM__STORE_SQL_CONN": f"sqlite:///{root / 'state' / 'loom.db'}",
-        "AIRFLOW__LOOM__LOCAL_SSH_PORT": str(E2E_SSH_PORT),
-        # shared with the developer's stack: the nodes' pip downloads are cached across runs
-        "AIRFLOW__LOOM__LOCAL_PIP_CACHE": str(REPO_ROOT / "state" / "cache" / "pip"),
-    }
+    env = isolated_env(root, E2E_PORT, E2E_SSH_PORT, templates)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     from loom.stack import Stack
