@@ -14,7 +14,7 @@ run: install
 	$(VENV)/bin/loom demo
 
 test: install
-	$(VENV)/bin/python -m pytest tests
+	$(VENV)/bin/python -m pytest
 
 test-unit: install
 	$(VENV)/bin/python -m pytest tests/unit -q

@@ -45,7 +45,7 @@ class MacroContext:
 
 
 _REF = re.compile(r"^(host|ip|num|instance\.self)\.service\.([a-z][a-z0-9_-]*)(?:\[(\d+)\])?$")
-_TOKEN = re.compile(r"\s*(?:(?P<str>'[^']*')|(?P<name>[a-z][a-z0-9_.\-\[\]]*)\s*(?P<call>\()?|(?P<punct>[,)]))")
+_TOKEN = re.compile(r"\s*(?:(?P<str>'[^']*')|(?P<name>[A-Za-z_][A-Za-z0-9_.\-\[\]]*)\s*(?P<call>\()?|(?P<punct>[,)]))")
 
 
 def _nodes_with(ctx: MacroContext, service: str, macro: str) -> list[NodeSpec]:
@@ -66,7 +66,11 @@ def _ref(ctx: MacroContext, name: str) -> str | list[str]:
         return simple[name]()
     m = _REF.match(name)
     if not m:
-        raise MacroError(f"unknown macro %{name}%")
+        raise MacroError(
+            f"unknown macro %{name}%: use host.self, ip.self, cluster.name, cluster.owner, "
+            "(host|ip).service.<service>[i], num.service.<service> or instance.self.service.<service> "
+            "(service names are lowercase)"
+        )
     kind, service, index = m.group(1), m.group(2), m.group(3)
     nodes = _nodes_with(ctx, service, name)
     if kind == "num":

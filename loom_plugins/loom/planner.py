@@ -94,10 +94,11 @@ class _Graph:
 
 def _resolve(catalog: Catalog, services: set[str], names: list[str]) -> set[str]:
     """Map dependency names (services or ``provides`` names) to services on the cluster."""
-    return {s for s in services for n in names if n in catalog.services[s].provides} - set()
+    return {s for s in services for n in names if n in catalog.services[s].provides}
 
 
 def _build(operation: str, graph: _Graph, catalog: Catalog, services: set[str], missing: set[str]) -> Plan:
+    graph.order(operation)  # a cycle is a cycle even through actions a service lacks
     for node in sorted(missing):
         graph.contract(node)
     order = graph.order(operation)

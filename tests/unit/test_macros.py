@@ -193,3 +193,12 @@ def test_expand_config_scalars_pass_through():
     assert expand_config(42, ctx(3)) == 42
     assert expand_config(None, ctx(3)) is None
     assert expand_config("%cluster.name%", ctx(3)) == "demo"
+
+
+@pytest.mark.parametrize("text", ["%host.service.Kafka%", "%host.service.kafka-Foo%"])
+def test_uppercase_service_names_are_named_in_full(text):
+    node = NodeSpec(1, "c-1", "s", "d", "f", "i", "root", ("kafka",))
+    ctx = MacroContext(Layout("c", "t", "local", ("kafka",), (node,)), node, {"c-1": "127.0.0.2"})
+    with pytest.raises(MacroError) as err:
+        expand(text, ctx)
+    assert text in str(err.value) and "lowercase" in str(err.value)

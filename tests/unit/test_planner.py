@@ -241,3 +241,17 @@ def test_delete_ignores_services_no_longer_in_the_catalog(shipped):
 def test_delete_with_no_stop_actions_only_deletes_nodes(synthetic):
     p = plan("delete", synthetic, ["base", "db"])
     assert [(s.id, s.after) for s in p.steps] == [("node.delete", ())]
+
+
+def test_a_cycle_through_a_missing_action_is_still_a_cycle(tmp_path):
+    from helpers import service, write_templates
+
+    catalog = write_templates(
+        tmp_path,
+        {
+            "services/ping.yaml": service("ping", ("install", "start"), runtime_requires=["pong"]),
+            "services/pong.yaml": service("pong", ("install",), runtime_requires=["ping"]),
+        },
+    )
+    with pytest.raises(TemplateError, match="dependency cycle"):
+        plan("create", catalog, ["ping", "pong"])

@@ -305,3 +305,12 @@ def test_all_problems_reported_at_once(tmp_path):
     assert info.value.problems == catalog.problems
     assert "templates/providers/broken.yaml" in str(info.value)
     assert "templates/hardwaretypes/odd.yaml" in str(info.value)
+
+
+def test_the_same_entity_in_yaml_and_yml_is_a_problem(tmp_path):
+    catalog = write_templates(
+        tmp_path,
+        {"services/dup.yaml": service("dup", ()), "services/dup.yml": service("dup", ())},
+    )
+    [problem] = [p for p in catalog.problems if "dup" in p]
+    assert problem.startswith("templates/services/dup.yml: name: 'dup' is already defined by templates/services/dup.yaml")

@@ -113,6 +113,10 @@ def load_catalog(root: str | Path) -> Catalog:
             shown = str(path.relative_to(root.parent))
             entity, problems = _parse_entity(kind, path, shown)
             catalog.problems.extend(problems)
+            if entity is not None and (kind, entity.name) in catalog.files:
+                first = catalog.file_of(kind, entity.name)
+                catalog.problems.append(f"{shown}: name: {entity.name!r} is already defined by {first}: keep one file")
+                continue
             if entity is not None:
                 getattr(catalog, kind)[entity.name] = entity
                 catalog.files[(kind, entity.name)] = path
