@@ -77,10 +77,12 @@ def _doc(template: ClusterTemplate, operation: str, the_plan: Plan) -> str:
     )
 
 
-def _service_groups(dag_plan: Plan, template: str, hosts_of: dict[str, Any], best_effort: bool) -> dict[str, Any]:
-    """One TaskGroup per service: ``nodes`` (which nodes carry it) + one mapped task per action."""
+def _service_groups(dag_plan: Plan, template: str, begin: Any, best_effort: bool) -> dict[str, Any]:
+    """One TaskGroup per service: ``nodes`` (which nodes carry it, after ``begin``) + one mapped
+    task per action, expanded over those nodes."""
     tasks: dict[str, Any] = {}
     groups: dict[str, TaskGroup] = {}
+    hosts_of: dict[str, Any] = {}
     for step in dag_plan.service_steps:
         svc = step.service
         assert svc is not None
@@ -88,6 +90,7 @@ def _service_groups(dag_plan: Plan, template: str, hosts_of: dict[str, Any], bes
             groups[svc] = TaskGroup(group_id=svc, tooltip=f"service {svc}")
             with groups[svc]:
                 hosts_of[svc] = ops.SelectNodesOperator(task_id="nodes", template=template, service=svc)
+            begin >> hosts_of[svc]
         with groups[svc]:
             tasks[step.id] = ops.ServiceActionOperator.mapped(
                 task_id=step.action,
@@ -107,63 +110,59 @@ def _wire(dag_plan: Plan, tasks: dict[str, Any]) -> None:
             tasks[before] >> tasks[step.id]
 
 
-def build_create_dag(template: ClusterTemplate, catalog: Catalog) -> DAG:
-    dag_plan = plan("create", catalog, template.compatibility.services or template.defaults.services)
-    dag_id = f"{template.name}.create"
-    with DAG(
-        dag_id=dag_id,
+def _operation_dag(template: ClusterTemplate, operation: str, doc_plan: Plan, params: dict[str, Param]) -> DAG:
+    return DAG(
+        dag_id=f"{template.name}.{operation}",
         schedule=None,
         start_date=START,
         catchup=False,
         is_paused_upon_creation=False,
         max_active_runs=8,
-        tags=["loom", f"template:{template.name}", "operation:create"],
-        doc_md=_doc(template, "create", plan("create", catalog, template.defaults.services)),
-        params=create_params(template, catalog),
-    ) as dag:
-        begin = ops.BeginCreateOperator(task_id="plan", template=template.name)
-        hosts_of: dict[str, Any] = {}
-        with TaskGroup(group_id="node", tooltip="one task instance per node") as _:
-            create = ops.ProvisionNodeOperator.mapped(task_id="create", template=template.name).expand(hostname=begin.output)
-            confirm = ops.ConfirmNodeOperator.mapped(task_id="confirm", template=template.name).expand(hostname=begin.output)
-            bootstrap = ops.BootstrapNodeOperator.mapped(task_id="bootstrap", template=template.name).expand(hostname=begin.output)
-        tasks = {"node.create": create, "node.confirm": confirm, "node.bootstrap": bootstrap}
-        tasks.update(_service_groups(dag_plan, template.name, hosts_of, best_effort=False))
+        tags=["loom", f"template:{template.name}", f"operation:{operation}"],
+        doc_md=_doc(template, operation, doc_plan),
+        params=params,
+    )
+
+
+def _template_services(template: ClusterTemplate) -> list[str]:
+    """Every service a cluster of this template may have: the DAG has tasks for each."""
+    return template.compatibility.services or template.defaults.services
+
+
+def build_create_dag(template: ClusterTemplate, catalog: Catalog) -> DAG:
+    dag_plan = plan("create", catalog, _template_services(template))
+    doc_plan = plan("create", catalog, template.defaults.services)
+    name = template.name
+    with _operation_dag(template, "create", doc_plan, create_params(template, catalog)) as dag:
+        begin = ops.BeginCreateOperator(task_id="plan", template=name)
+        with TaskGroup(group_id="node", tooltip="one task instance per node"):
+            tasks = {
+                f"node.{step}": cls.mapped(task_id=step, template=name).expand(hostname=begin.output)
+                for step, cls in (
+                    ("create", ops.ProvisionNodeOperator),
+                    ("confirm", ops.ConfirmNodeOperator),
+                    ("bootstrap", ops.BootstrapNodeOperator),
+                )
+            }
+        tasks.update(_service_groups(dag_plan, name, begin, best_effort=False))
         _wire(dag_plan, tasks)
-        for hosts in hosts_of.values():
-            begin >> hosts
-        finish = ops.FinishOperator(task_id="finish", template=template.name, operation="create",
-                                    trigger_rule=TriggerRule.NONE_FAILED)
-        [t for t in tasks.values()] >> finish
+        finish = ops.FinishOperator(task_id="finish", template=name, operation="create", trigger_rule=TriggerRule.NONE_FAILED)
+        list(tasks.values()) >> finish
     return dag
 
 
 def build_delete_dag(template: ClusterTemplate, catalog: Catalog) -> DAG:
-    dag_plan = plan("delete", catalog, template.compatibility.services or template.defaults.services)
-    dag_id = f"{template.name}.delete"
-    with DAG(
-        dag_id=dag_id,
-        schedule=None,
-        start_date=START,
-        catchup=False,
-        is_paused_upon_creation=False,
-        max_active_runs=8,
-        tags=["loom", f"template:{template.name}", "operation:delete"],
-        doc_md=_doc(template, "delete", dag_plan),
-        params={"cluster": _cluster_param()},
-    ) as dag:
-        begin = ops.BeginDeleteOperator(task_id="plan", template=template.name)
-        hosts_of: dict[str, Any] = {}
-        tasks = _service_groups(dag_plan, template.name, hosts_of, best_effort=True)
-        for hosts in hosts_of.values():
-            begin >> hosts
+    dag_plan = plan("delete", catalog, _template_services(template))
+    name = template.name
+    with _operation_dag(template, "delete", dag_plan, {"cluster": _cluster_param()}) as dag:
+        begin = ops.BeginDeleteOperator(task_id="plan", template=name)
+        tasks = _service_groups(dag_plan, name, begin, best_effort=True)
         with TaskGroup(group_id="node", tooltip="one task instance per node"):
             tasks["node.delete"] = ops.DestroyNodeOperator.mapped(
-                task_id="delete", template=template.name, trigger_rule=TriggerRule.NONE_FAILED
+                task_id="delete", template=name, trigger_rule=TriggerRule.NONE_FAILED
             ).expand(hostname=begin.output)
         _wire(dag_plan, tasks)
-        finish = ops.FinishOperator(task_id="finish", template=template.name, operation="delete")
-        tasks["node.delete"] >> finish
+        ops.FinishOperator(task_id="finish", template=name, operation="delete") << tasks["node.delete"]
     return dag
 
 

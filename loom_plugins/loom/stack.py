@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from loom.errors import LoomError
+from loom.procs import process_alive
 from loom.settings import REPO_ROOT, load_settings
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -86,11 +87,7 @@ class Stack:
             pid = int((self.run_dir / f"{component}.pid").read_text())
         except (OSError, ValueError):
             return None
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return None
-        return None if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X") else pid
+        return pid if process_alive(pid) else None
 
     def running(self) -> dict[str, int | None]:
         return {c: self._pid(c) for c in COMPONENTS}

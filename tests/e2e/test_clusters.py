@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from urllib.parse import quote
 
 import pytest
 
+from loom.procs import port_open
 from loom.demo import trigger, wait_for_dag, wait_for_run
 from loom.stack import ApiError
 from loom.store import open_store
@@ -48,14 +48,6 @@ def _task_log(e2e, dag_id: str, run_id: str, task_id: str, map_index: int = -1) 
     )
     content = e2e.request("GET", path)["content"]
     return json.dumps(content)
-
-
-def _port_open(ip: str, port: int) -> bool:
-    try:
-        with socket.create_connection((ip, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _node_processes(state: Path) -> list[str]:
@@ -138,8 +130,8 @@ def test_dask_cluster_create_use_delete(e2e):
     assert [n["status"] for n in gone["nodes"]] == ["DELETED"] * 3
     assert [op["operation"] for op in gone["operations"]] == ["create", "delete"]
     for node in view["nodes"]:
-        assert not _port_open(node["ip"], node["port"])
-        assert not _port_open(node["ip"], 8786)
+        assert not port_open(node["ip"], node["port"])
+        assert not port_open(node["ip"], 8786)
         assert not (state_dir / "nodes" / node["hostname"]).exists()
     assert _node_processes(state_dir) == []
     assert not list((state_dir / "keys").glob("e2e-dask.*"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from libcloud.compute.types import NodeState
 
 from loom.automators.ssh import NodeAccess, ssh_hook
 from loom.errors import ProviderError
+from loom.procs import port_open, process_alive
 from loom.keys import generate_keypair
 
 pytestmark = pytest.mark.integration
@@ -30,21 +30,6 @@ def _run(access: NodeAccess, command: str) -> tuple[int, str, str]:
     finally:
         client.close()
     return status, out.decode(), err.decode()
-
-
-def _port_open(ip: str, port: int) -> bool:
-    try:
-        with socket.create_connection((ip, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def test_node_is_a_real_machine_with_its_own_address_hostname_and_home(driver, auth, cluster_key):
@@ -79,7 +64,7 @@ def test_list_nodes_reflects_a_dead_sshd_and_create_rebuilds_it(driver, auth):
     node = driver.create_node("itest-1", auth=auth)
     subprocess.run(["kill", "-9", str(node.extra["pid"])], check=True)
     deadline = time.monotonic() + 5
-    while _alive(node.extra["pid"]) and time.monotonic() < deadline:
+    while process_alive(node.extra["pid"]) and time.monotonic() < deadline:
         time.sleep(0.05)
     [listed] = driver.list_nodes()
     assert listed.state != NodeState.RUNNING
@@ -100,10 +85,10 @@ def test_destroy_leaves_no_process_port_or_file(driver, auth, cluster_key):
     assert ns_pids, "the daemon started on the node should be running"
     assert driver.destroy_node(node)
     assert not folder.exists()
-    assert not _port_open(node.public_ips[0], node.extra["ssh_port"])
-    assert not _alive(node.extra["pid"])
+    assert not port_open(node.public_ips[0], node.extra["ssh_port"])
+    assert not process_alive(node.extra["pid"])
     for pid in ns_pids:
-        assert not _alive(int(pid)), "a process started on the node outlived it"
+        assert not process_alive(int(pid)), "a process started on the node outlived it"
     assert driver.list_nodes() == []
     assert driver.destroy_node(node)  # idempotent
 

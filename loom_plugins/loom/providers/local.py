@@ -31,30 +31,11 @@ from libcloud.compute.types import NodeState
 from loom.errors import ProviderError
 from loom.keys import write_keypair
 from loom.names import ENTITY_NAME_RE
+from loom.procs import port_open, proc_start_time
 
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 FIRST_HOST, LAST_HOST = 2, 254
-
-
-def _proc_start_time(pid: int) -> str | None:
-    """Start time of ``pid`` (clock ticks since boot), or None when it is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
-
-
-def _port_open(ip: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((ip, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _port_free(ip: str, port: int) -> bool:
@@ -166,12 +147,12 @@ class LocalNodeDriver(NodeDriver):
 
     def _alive(self, info: dict[str, Any]) -> bool:
         pid, started = info.get("pid"), info.get("pid_start")
-        return bool(pid) and _proc_start_time(pid) == started
+        return bool(pid) and proc_start_time(pid) == started
 
     def _state(self, info: dict[str, Any]) -> NodeState:
         if not self._alive(info):
             return NodeState.TERMINATED if info.get("pid") else NodeState.PENDING
-        return NodeState.RUNNING if _port_open(info["ip"], info["port"]) else NodeState.PENDING
+        return NodeState.RUNNING if port_open(info["ip"], info["port"]) else NodeState.PENDING
 
     def _to_node(self, info: dict[str, Any]) -> Node:
         return Node(
@@ -283,7 +264,7 @@ class LocalNodeDriver(NodeDriver):
             "ip": ip,
             "port": self.ssh_port,
             "pid": proc.pid,
-            "pid_start": _proc_start_time(proc.pid),
+            "pid_start": proc_start_time(proc.pid),
             "host_key": host_pub,
             "home": str(home),
             "metadata": metadata,
@@ -299,7 +280,7 @@ class LocalNodeDriver(NodeDriver):
         while time.monotonic() < deadline:
             if not self._alive(info):
                 break
-            if _port_open(info["ip"], info["port"], timeout=0.2):
+            if port_open(info["ip"], info["port"], timeout=0.2):
                 return self._to_node(info)
             time.sleep(0.05)
         log_tail = (self._dir(info["name"]) / "sshd.log").read_text(errors="replace")[-800:]
@@ -314,7 +295,7 @@ class LocalNodeDriver(NodeDriver):
                 children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
             except OSError:
                 children = []
-            watch = [(pid, info["pid_start"])] + [(int(c), _proc_start_time(int(c))) for c in children]
+            watch = [(pid, info["pid_start"])] + [(int(c), proc_start_time(int(c))) for c in children]
             os.kill(pid, signal.SIGKILL)  # --kill-child: the namespace's init dies with it
             for child, _ in watch[1:]:
                 try:
@@ -323,7 +304,7 @@ class LocalNodeDriver(NodeDriver):
                     pass
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and any(
-                started and _proc_start_time(p) == started for p, started in watch
+                started and proc_start_time(p) == started for p, started in watch
             ):
                 time.sleep(0.05)
         shutil.rmtree(self._dir(info["name"]), ignore_errors=True)
