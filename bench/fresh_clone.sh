@@ -25,10 +25,14 @@ one_run() {  # $1 = label
   end=$(date +%s.%N)
   grep -q "Cluster demo: ACTIVE" "$work/$1.log" || { echo "$1: demo not ACTIVE, see $work/$1.log"; exit 1; }
   (cd "$dir" && .venv/bin/loom cluster delete demo >/dev/null && make stop >/dev/null)
-  python3 -c "print($end - $start)"
+  python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$start" "$end"
 }
 
 cold=$(one_run cold)
 warm=$(one_run warm)
-python3 -c "print(f'make run on a fresh clone: cold caches {$cold:.1f} s, warm caches {$warm:.1f} s, ratio warm/cold {$warm / $cold:.2f}')"
+python3 - "$cold" "$warm" <<'PY'
+import sys
+cold, warm = map(float, sys.argv[1:])
+print(f"make run on a fresh clone: cold caches {cold:.1f} s, warm caches {warm:.1f} s, ratio warm/cold {warm / cold:.2f}")
+PY
 rm -rf "$work"

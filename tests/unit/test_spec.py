@@ -234,9 +234,25 @@ def test_required_dependency_nobody_provides(tmp_path):
             "clustertemplates/t.yaml": cluster_template("t", ["app"]),
         },
     )
+    assert catalog.problems == [
+        "templates/services/app.yaml: dependencies.runtime.requires[0]: 'coordinator' is provided by no service",
+        "templates/clustertemplates/t.yaml: defaults.services[0]: unknown or invalid service 'app' "
+        "(see templates/services/app.yaml)",
+    ]
+
+
+def test_default_services_must_satisfy_each_others_requirements(tmp_path):
+    catalog = write_templates(
+        tmp_path,
+        {
+            "services/zk.yaml": service("zk", provides=["coordinator"]),
+            "services/app.yaml": service("app", runtime_requires=["coordinator"]),
+            "clustertemplates/t.yaml": cluster_template("t", ["app"]),
+        },
+    )
     assert only_problem(catalog) == (
         "templates/clustertemplates/t.yaml: defaults.services: 'app' requires 'coordinator' (runtime), "
-        "which no service provides"
+        "which no default service provides; add one of: zk"
     )
 
 
@@ -314,3 +330,35 @@ def test_the_same_entity_in_yaml_and_yml_is_a_problem(tmp_path):
     )
     [problem] = [p for p in catalog.problems if "dup" in p]
     assert problem.startswith("templates/services/dup.yml: name: 'dup' is already defined by templates/services/dup.yaml")
+
+
+@pytest.mark.parametrize("kind", ["install", "runtime"])
+def test_dependency_cycles_are_refused_with_the_cycle_named(tmp_path, kind):
+    catalog = write_templates(
+        tmp_path,
+        {
+            "services/ping.yaml": service("ping", ("install",), **{f"{kind}_requires": ["pong"]}),
+            "services/pong.yaml": service("pong", ("install",), **{f"{kind}_uses": ["ping"]}),
+            "services/ok.yaml": service("ok", ("install",)),
+        },
+    )
+    [problem] = catalog.problems
+    assert problem.startswith(f"templates/services/ping.yaml: dependencies.{kind}: dependency cycle")
+    assert "ping" in problem and "pong" in problem
+    assert set(catalog.services) == {"ok"}
+
+
+def test_requiring_what_one_conflicts_with_is_refused(tmp_path):
+    catalog = write_templates(
+        tmp_path,
+        {
+            "services/a.yaml": service("a", ("install",), runtime_requires=["b"], conflicts=["b"]),
+            "services/b.yaml": service("b", ("install",)),
+        },
+    )
+    assert catalog.problems == ["templates/services/a.yaml: dependencies.conflicts: 'a' both requires and conflicts with 'b'"]
+
+
+def test_requiring_a_name_nobody_provides_is_refused(tmp_path):
+    catalog = write_templates(tmp_path, {"services/a.yaml": service("a", ("install",), install_requires=["ghost"])})
+    assert catalog.problems == ["templates/services/a.yaml: dependencies.install.requires[0]: 'ghost' is provided by no service"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from loom.spec.models import ClusterTemplate, Service
+from graphlib import CycleError, TopologicalSorter
+
+from loom.spec.models import ClusterTemplate, PartialTemplate, Service
 
 if TYPE_CHECKING:
     from loom.spec.loader import Catalog
@@ -29,6 +31,61 @@ def check_service(catalog: Catalog, service: Service) -> list[str]:
                 f"{shown}: actions.{action}.script: {spec.script!r} not found in "
                 f"{catalog.services_dir}: add the script or fix the path"
             )
+    return problems
+
+
+def check_service_graph(catalog: Catalog) -> set[str]:
+    """Catalog-wide service checks; records problems and returns the services to drop:
+    requires naming nothing, requiring what one conflicts with, install/runtime cycles."""
+    provides = provided_names(catalog)
+    bad: set[str] = set()
+    for svc in sorted(catalog.services.values(), key=lambda s: s.name):
+        shown = catalog.file_of("services", svc.name)
+        deps = svc.dependencies
+        for kind in ("install", "runtime"):
+            for i, need in enumerate(getattr(deps, kind).requires):
+                if need not in provides:
+                    catalog.problems.append(
+                        f"{shown}: dependencies.{kind}.requires[{i}]: {need!r} is provided by no service"
+                    )
+                    bad.add(svc.name)
+                elif need in deps.conflicts or provides[need] & set(deps.conflicts):
+                    catalog.problems.append(
+                        f"{shown}: dependencies.conflicts: {svc.name!r} both requires and conflicts with {need!r}"
+                    )
+                    bad.add(svc.name)
+    for kind in ("install", "runtime"):
+        graph = {
+            svc.name: {
+                p for need in getattr(svc.dependencies, kind).requires + getattr(svc.dependencies, kind).uses
+                for p in provides.get(need, ()) if p != svc.name
+            }
+            for svc in catalog.services.values()
+        }
+        try:
+            TopologicalSorter(graph).prepare()
+        except CycleError as exc:
+            cycle = exc.args[1]
+            first = sorted(set(cycle))[0]
+            catalog.problems.append(
+                f"{catalog.file_of('services', first)}: dependencies.{kind}: dependency cycle "
+                + " -> ".join(reversed(cycle))
+            )
+            bad.update(cycle)
+    return bad
+
+
+def check_partial(catalog: Catalog, partial: PartialTemplate) -> list[str]:
+    shown = catalog.file_of("partialtemplates", partial.name)
+    problems = []
+    for fld, names in (("defaults.services", partial.defaults.services), ("compatibility.services", partial.compatibility.services)):
+        for i, svc in enumerate(names):
+            if svc not in catalog.services:
+                problems.append(f"{shown}: {fld}[{i}]: unknown or invalid service {svc!r}")
+    for kind in ("hardwaretypes", "imagetypes"):
+        for i, name in enumerate(getattr(partial.compatibility, kind)):
+            if name not in getattr(catalog, kind):
+                problems.append(f"{shown}: compatibility.{kind}[{i}]: unknown {kind[:-1]} {name!r}")
     return problems
 
 
@@ -73,18 +130,27 @@ def check_template(catalog: Catalog, template: ClusterTemplate) -> list[str]:
         for svc in group:
             if svc not in catalog.services:
                 problems.append(f"{shown}: constraints.layout: group {i} names unknown service {svc!r}")
-    for svc in template.constraints.services:
+    for svc, constraint in template.constraints.services.items():
         if svc not in catalog.services:
             problems.append(f"{shown}: constraints.services.{svc}: unknown service {svc!r}")
-    for svc_name in defaults.services:
-        service = catalog.services.get(svc_name)
-        if service is None:
-            continue
+        for kind in ("hardwaretypes", "imagetypes"):
+            for i, name in enumerate(getattr(constraint, kind)):
+                if name not in getattr(catalog, kind):
+                    problems.append(f"{shown}: constraints.services.{svc}.{kind}[{i}]: unknown {kind[:-1]} {name!r}")
+    present = [s for s in defaults.services if s in catalog.services]
+    for svc in present:
+        for other in catalog.services[svc].dependencies.conflicts:
+            clash = [p for p in present if p != svc and other in catalog.services[p].provides]
+            if clash:
+                problems.append(f"{shown}: defaults.services: {svc!r} conflicts with {clash[0]!r}")
+    chosen = {n for s in present for n in catalog.services[s].provides}
+    for svc_name in present:
         for kind in ("install", "runtime"):
-            for dep in getattr(service.dependencies, kind).requires:
-                if dep not in provides:
+            for dep in getattr(catalog.services[svc_name].dependencies, kind).requires:
+                if dep not in chosen:
+                    options = ", ".join(sorted(provides.get(dep, ()))) or "none"
                     problems.append(
-                        f"{shown}: defaults.services: {svc_name!r} requires {dep!r} "
-                        f"({kind}), which no service provides"
+                        f"{shown}: defaults.services: {svc_name!r} requires {dep!r} ({kind}), which no "
+                        f"default service provides; add one of: {options}"
                     )
     return problems

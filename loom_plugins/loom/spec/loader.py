@@ -22,6 +22,7 @@ from loom.spec.models import (
     Entity,
     HardwareType,
     ImageType,
+    PartialTemplate,
     Provider,
     Service,
 )
@@ -36,6 +37,7 @@ class Catalog:
     hardwaretypes: dict[str, HardwareType] = field(default_factory=dict)
     imagetypes: dict[str, ImageType] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
+    partialtemplates: dict[str, PartialTemplate] = field(default_factory=dict)
     clustertemplates: dict[str, ClusterTemplate] = field(default_factory=dict)
     files: dict[tuple[str, str], Path] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -84,56 +86,96 @@ def _read_yaml(path: Path, shown: str) -> tuple[dict[str, Any] | None, list[str]
     return data, []
 
 
-def _parse_entity(kind: str, path: Path, shown: str) -> tuple[Entity | None, list[str]]:
-    data, problems = _read_yaml(path, shown)
-    if data is None:
-        return None, problems
-    data.setdefault("name", path.stem)
+@dataclass
+class _Raw:
+    path: Path
+    shown: str
+    data: dict[str, Any]
+
+
+def _read_kind(catalog: Catalog, kind: str) -> dict[str, _Raw]:
+    """Every file of one kind, parsed, named (file stem) and de-duplicated; problems recorded."""
+    out: dict[str, _Raw] = {}
+    folder = catalog.root / kind
+    if not folder.is_dir():
+        return out
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        shown = str(path.relative_to(catalog.root.parent))
+        data, problems = _read_yaml(path, shown)
+        catalog.problems.extend(problems)
+        if data is None:
+            continue
+        data.setdefault("name", path.stem)
+        if data["name"] != path.stem:
+            catalog.problems.append(f"{shown}: name: {data['name']!r} must match the file name {path.stem!r}")
+            continue
+        if path.stem in out:
+            catalog.problems.append(
+                f"{shown}: name: {path.stem!r} is already defined by {out[path.stem].shown}: keep one file"
+            )
+            continue
+        out[path.stem] = _Raw(path, shown, data)
+    return out
+
+
+def _validate(catalog: Catalog, kind: str, raw: _Raw, data: dict[str, Any] | None = None) -> Entity | None:
     try:
-        entity = ENTITY_KINDS[kind].model_validate(data)
+        entity = ENTITY_KINDS[kind].model_validate(raw.data if data is None else data)
     except ValidationError as exc:
-        return None, [f"{shown}: {_field_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
-    if entity.name != path.stem:
-        return None, [f"{shown}: name: {entity.name!r} must match the file name {path.stem!r}"]
-    return entity, []
+        catalog.problems.extend(f"{raw.shown}: {_field_path(e['loc'])}: {e['msg']}" for e in exc.errors())
+        return None
+    getattr(catalog, kind)[entity.name] = entity
+    catalog.files[(kind, entity.name)] = raw.path
+    return entity
 
 
 def load_catalog(root: str | Path) -> Catalog:
-    """Read every entity file under ``root``; cross-check; keep what is valid."""
+    """Read every entity file under ``root``; resolve extends/includes; cross-check; keep what is valid."""
     root = Path(root).resolve()
     catalog = Catalog(root=root)
     if not root.is_dir():
         catalog.problems.append(f"{root}: (folder): templates folder does not exist")
         return catalog
-    for kind in ENTITY_KINDS:
-        folder = root / kind
-        if not folder.is_dir():
+    raws = {kind: _read_kind(catalog, kind) for kind in ENTITY_KINDS}
+    for kind, entries in raws.items():
+        if kind == "clustertemplates":
             continue
-        for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-            shown = str(path.relative_to(root.parent))
-            entity, problems = _parse_entity(kind, path, shown)
-            catalog.problems.extend(problems)
-            if entity is not None and (kind, entity.name) in catalog.files:
-                first = catalog.file_of(kind, entity.name)
-                catalog.problems.append(f"{shown}: name: {entity.name!r} is already defined by {first}: keep one file")
-                continue
-            if entity is not None:
-                getattr(catalog, kind)[entity.name] = entity
-                catalog.files[(kind, entity.name)] = path
-    _cross_check(catalog)
+        for raw in entries.values():
+            _validate(catalog, kind, raw)
+    _check_building_blocks(catalog)  # before composing: a bad partial must not leak into templates
+    from loom.spec.compose import compose_template
+
+    for name, raw in raws["clustertemplates"].items():
+        data, problems = compose_template(name, raws["clustertemplates"], catalog)
+        catalog.problems.extend(problems)
+        if data is not None:
+            _validate(catalog, "clustertemplates", raw, data)
+    _check_templates(catalog)
     for problem in catalog.problems:
         log.warning("template problem: %s", problem)
     return catalog
 
 
-def _cross_check(catalog: Catalog) -> None:
-    from loom.spec.checks import check_service, check_template
+def _check_building_blocks(catalog: Catalog) -> None:
+    from loom.spec.checks import check_partial, check_service, check_service_graph
 
     for name in list(catalog.services):
         problems = check_service(catalog, catalog.services[name])
         if problems:
             catalog.problems.extend(problems)
             del catalog.services[name]
+    for name in check_service_graph(catalog):
+        catalog.services.pop(name, None)
+    for name in list(catalog.partialtemplates):
+        problems = check_partial(catalog, catalog.partialtemplates[name])
+        if problems:
+            catalog.problems.extend(problems)
+            del catalog.partialtemplates[name]
+
+
+def _check_templates(catalog: Catalog) -> None:
+    from loom.spec.checks import check_template
+
     for name in list(catalog.clustertemplates):
         problems = check_template(catalog, catalog.clustertemplates[name])
         if problems:

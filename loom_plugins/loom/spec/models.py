@@ -89,6 +89,9 @@ class Link(Strict):
 
 class Service(Entity):
     dependencies: Dependencies = Field(default_factory=Dependencies)
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="defaults merged under the cluster's config (deep merge)"
+    )
     actions: dict[Literal[ACTION_NAMES], ShellAction] = Field(default_factory=dict)  # type: ignore[valid-type]
     links: list[Link] = Field(default_factory=list)
 
@@ -151,13 +154,30 @@ class Compatibility(Strict):
     imagetypes: list[EntityName] = Field(default_factory=list)
 
 
-Duration = Annotated[str, StringConstraints(pattern=r"^(0|\d+[smhdw])$")] | int
+Duration = Annotated[str, StringConstraints(pattern=r"^(0|\d+[smhdw])$")] | Annotated[int, Field(ge=0)]
 
 
 class LeaseDuration(Strict):
+    """Lease rules: expiry = create + initial; an extension goes at most ``step`` past the current
+    expiry and never past create + ``max``. 0 = unlimited. Durations: 30m, 4h, 7d, 2w, or seconds."""
+
     initial: Duration = 0
     max: Duration = 0
     step: Duration = 0
+
+    def seconds(self) -> tuple[int, int, int]:
+        from loom.durations import parse_duration
+
+        return parse_duration(self.initial), parse_duration(self.max), parse_duration(self.step)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LeaseDuration:
+        initial, maximum, _ = self.seconds()
+        if maximum and (initial == 0 or initial > maximum):
+            raise ValueError(
+                f"initial ({self.initial}) must be non-zero and at most max ({self.max}) when max is set"
+            )
+        return self
 
 
 class Administration(Strict):
@@ -165,11 +185,35 @@ class Administration(Strict):
 
 
 class ClusterTemplate(Entity):
+    extends: EntityName | None = Field(
+        default=None, description="parent cluster template: its fields are the defaults of this one"
+    )
+    includes: list[EntityName] = Field(
+        default_factory=list, description="partial templates merged in (sets unioned, config deep-merged)"
+    )
     defaults: Defaults
     compatibility: Compatibility = Field(default_factory=Compatibility)
     constraints: Constraints = Field(default_factory=Constraints)
     administration: Administration = Field(default_factory=Administration)
     links: list[Link] = Field(default_factory=list)
+    immutable_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="set by the loader: config key paths fixed by immutable partials -> partial name",
+    )
+
+
+class PartialDefaults(Strict):
+    services: list[EntityName] = Field(default_factory=list)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class PartialTemplate(Entity):
+    """A reusable piece of cluster templates (``includes``). With ``immutable: true`` the config
+    keys it sets may not be overridden by the including template or by a request."""
+
+    immutable: bool = False
+    defaults: PartialDefaults = Field(default_factory=PartialDefaults)
+    compatibility: Compatibility = Field(default_factory=Compatibility)
 
 
 class CreateRequest(Strict):
@@ -196,5 +240,6 @@ ENTITY_KINDS: dict[str, type[Entity]] = {
     "hardwaretypes": HardwareType,
     "imagetypes": ImageType,
     "services": Service,
+    "partialtemplates": PartialTemplate,
     "clustertemplates": ClusterTemplate,
 }
