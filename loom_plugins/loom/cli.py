@@ -31,6 +31,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from loom.settings import load_settings
+    from loom.spec.schema import SCHEMA_DIR_NAME, write_schemas
+
+    folder = Path(args.out) if args.out else Path(args.templates or load_settings().templates_dir) / SCHEMA_DIR_NAME
+    for path in write_schemas(folder):
+        print(path)
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from loom.planner import plan
     from loom.solver import solve
@@ -179,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = templates.add_parser("validate", help="check every template file; exit 1 on any problem")
     validate.add_argument("dir", nargs="?")
     validate.set_defaults(func=cmd_validate)
+    schema = templates.add_parser("schema", help="write a JSON Schema per entity kind (for editors)")
+    schema.add_argument("--out", metavar="DIR", help="default: <templates>/schemas")
+    schema.set_defaults(func=cmd_schema)
 
     plan = sub.add_parser("plan", help="preview a cluster's layout and steps; creates nothing")
     plan.add_argument("template")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 EntityName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
 ACTION_NAMES = ("install", "configure", "initialize", "start", "stop", "remove")
@@ -196,10 +197,8 @@ class ClusterTemplate(Entity):
     constraints: Constraints = Field(default_factory=Constraints)
     administration: Administration = Field(default_factory=Administration)
     links: list[Link] = Field(default_factory=list)
-    immutable_config: dict[str, str] = Field(
-        default_factory=dict,
-        description="set by the loader: config key paths fixed by immutable partials -> partial name",
-    )
+    # Set by the loader (not written by admins): config key paths fixed by immutable partials.
+    immutable_config: SkipJsonSchema[dict[str, str]] = Field(default_factory=dict)
 
 
 class PartialDefaults(Strict):
