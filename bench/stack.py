@@ -56,11 +56,13 @@ def direct_create(cluster: str, size: int) -> dict[str, float]:
 
 def direct_delete(cluster: str) -> float:
     from loom import engine
+    from loom.operations import begin
     from loom.planner import plan
 
     env = engine.Env.load()
     t0 = time.perf_counter()
-    view = engine.begin_delete(env, {"cluster": cluster}, "bench.direct", "direct-del", "bench")
+    begin(env, "delete", "dask", {"cluster": cluster}, "bench.direct", "direct-del", "bench")
+    view = env.store.require(cluster)
     with ThreadPoolExecutor(max_workers=8) as pool:
         for step in plan("delete", env.catalog, view["services"]).service_steps:
             targets = engine.nodes_with_service(env, cluster, step.service)

@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema = templates.add_parser("schema", help="write a JSON Schema per entity kind (for editors)")
     schema.add_argument("--out", metavar="DIR", help="default: <templates>/schemas")
     schema.set_defaults(func=cmd_schema)
+    from loom.spec.import_cli import add_import_command
+
+    add_import_command(templates)
 
     plan = sub.add_parser("plan", help="preview a cluster's layout and steps; creates nothing")
     plan.add_argument("template")

@@ -12,6 +12,7 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from loom.macros import MacroContext, expand, expand_config
 from loom.names import check_cluster_name
 from loom.settings import Settings, load_settings
 from loom.spec.loader import Catalog, load_catalog
-from loom.spec.models import ClusterRequest, CreateRequest
+from loom.spec.models import CreateRequest
 from loom.store import ClusterStatus, NodeStatus, OperationState, Store, open_store
 
 log = logging.getLogger(__name__)
@@ -47,33 +48,14 @@ class Env:
         return self.settings.keys_dir / f"{cluster['name']}.{cluster['id']}" / "id_ed25519"
 
 
-def _fields_error(model: type, conf: dict[str, Any], where: str) -> RequestError:
-    try:
-        model.model_validate(conf)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(conf)'}: {e['msg']}" for e in exc.errors()
-        )
-        allowed = ", ".join(model.model_fields)
-        return RequestError(f"{where}: bad trigger conf: {problems} (allowed keys: {allowed})")
-    raise AssertionError("model validated")
-
-
-def parse_create_request(conf: dict[str, Any], where: str) -> CreateRequest:
+def parse_request(model: type[Any], conf: dict[str, Any], where: str) -> Any:
+    """Validate a trigger conf against its request model; the error names every bad field."""
     conf = {k: v for k, v in (conf or {}).items() if v is not None}
     try:
-        request = CreateRequest.model_validate(conf)
-    except ValidationError:
-        raise _fields_error(CreateRequest, conf, where) from None
-    check_cluster_name(request.cluster)
-    return request
-
-
-def parse_cluster_request(conf: dict[str, Any], where: str) -> ClusterRequest:
-    try:
-        request = ClusterRequest.model_validate(conf or {})
-    except ValidationError:
-        raise _fields_error(ClusterRequest, conf or {}, where) from None
+        request = model.model_validate(conf)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(conf)'}: {e['msg']}" for e in exc.errors())
+        raise RequestError(f"{where}: bad trigger conf: {problems} (allowed keys: {', '.join(model.model_fields)})") from None
     check_cluster_name(request.cluster)
     return request
 
@@ -114,13 +96,25 @@ def begin_create(env: Env, template: str, conf: dict[str, Any], dag_id: str, run
     from loom.keys import write_keypair
     from loom.solver import solve
 
-    request = parse_create_request(conf, f"{dag_id} conf")
-    layout = solve(env.catalog.template(template), request, env.catalog)
-    view = env.store.begin_create(layout, dag_id, run_id, owner)
+    request = parse_request(CreateRequest, conf, f"{dag_id} conf")
+    spec = env.catalog.template(template)
+    layout = solve(spec, request, env.catalog)
+    view = env.store.begin_create(layout, dag_id, run_id, owner, lease_expiry(spec, request.lease))
     write_keypair(env.key_file(view), f"loom@{view['name']}")
     log.info("cluster %s: %d node(s) planned: %s", view["name"], len(view["nodes"]),
              ", ".join(f"{n['hostname']}={'+'.join(n['services'])}" for n in view["nodes"]))
     return view
+
+
+def lease_expiry(template: Any, requested: str | int | None) -> datetime | None:
+    """Loom's rule: expiry = now + initial (a request may ask for less, or up to max); 0 = never."""
+    from loom.durations import format_duration, parse_duration
+
+    initial, maximum, _ = template.administration.leaseduration.seconds()
+    seconds = parse_duration(requested, "lease") if requested is not None else initial
+    if maximum and (seconds == 0 or seconds > maximum):
+        raise RequestError(f"lease: template {template.name!r} allows at most {format_duration(maximum)}")
+    return datetime.now(timezone.utc) + timedelta(seconds=seconds) if seconds else None
 
 
 def nodes_with_service(env: Env, cluster: str, service: str | None) -> list[str]:
@@ -251,21 +245,15 @@ def finish_ok(env: Env, cluster: str, dag_id: str, run_id: str, status: ClusterS
     return env.store.require(cluster)
 
 
-def record_failure(env: Env, cluster: str, dag_id: str, run_id: str, status: ClusterStatus, message: str,
-                   hostname: str | None = None) -> None:
-    """Record a failed operation: cluster status, the failing node, the message."""
+def record_step_failure(env: Env, cluster: str, message: str, hostname: str | None = None) -> None:
+    """A step failed: note it on the node and the cluster. The operation's last step (or the
+    run listener) decides the cluster's status and releases it."""
     try:
         if hostname:
             env.store.update_node(cluster, hostname, status=NodeStatus.FAILED.value, message=message[:2000])
+        env.store.update_cluster(cluster, message=message[:2000])
     except ClusterError:
         pass
-    env.store.finish(cluster, dag_id, run_id, status=status, state=OperationState.FAILED, message=message[:2000])
-
-
-# --- delete --------------------------------------------------------------------------------
-def begin_delete(env: Env, conf: dict[str, Any], dag_id: str, run_id: str, owner: str) -> dict[str, Any]:
-    request = parse_cluster_request(conf, f"{dag_id} conf")
-    return env.store.begin_operation(request.cluster, "delete", dag_id, run_id, owner)
 
 
 def destroy_node(env: Env, cluster: str, hostname: str) -> None:

@@ -1,19 +1,24 @@
-"""Airflow operators: each reads its inputs, calls one ``loom.engine`` function, records state.
+"""Airflow operators: each reads its inputs, calls one ``loom.engine``/``loom.operations``
+function, and raises with a message naming the cluster, node and action.
 
-Failures raise with a message naming the cluster, node and action; a task-level failure
-callback records them in the cluster store (cluster INCOMPLETE, node FAILED) so
-``loom cluster show`` tells what broke without opening Airflow.
+Every operation DAG is: ``plan`` (validate, take the cluster, record what to do) -> steps ->
+``finish`` (runs whatever happened: records the outcome, rolls back if the template says so,
+releases the cluster). Each step re-checks that its run still holds the cluster.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, TriggerRule
 
 log = logging.getLogger(__name__)
+
+HOSTNAME_LABEL = "{{ task.hostname }}"  # map_index_template: the UI labels mapped tasks by node
+FAILED_STATES = ("failed", "upstream_failed")
 
 
 def _conf(context: Any) -> dict[str, Any]:
@@ -24,38 +29,40 @@ def _cluster_name(context: Any) -> str:
     return str(_conf(context).get("cluster") or context["params"].get("cluster") or "")
 
 
+def _owner(context: Any) -> str:
+    return getattr(context["dag_run"], "triggering_user_name", None) or "airflow"
+
+
 def record_task_failure(context: Any) -> None:
-    """on_failure_callback: mark the cluster INCOMPLETE and the failing node FAILED."""
-    from loom.engine import Env, record_failure
-    from loom.store import ClusterStatus
+    """on_failure_callback: note the failing step on its node and cluster."""
+    from loom.engine import Env, record_step_failure
 
     task = context["task"]
     cluster = _cluster_name(context)
-    if not cluster:
+    if not cluster or task.task_id in ("plan", "finish"):
         return
     exc = context.get("exception")
     hostname = getattr(task, "hostname", None)
-    what = getattr(task, "step_name", task.task_id)
-    message = f"{what}{' on ' + hostname if hostname else ''}: {exc}"
+    message = f"{getattr(task, 'step_name', task.task_id)}{' on ' + hostname if hostname else ''}: {exc}"
     try:
-        record_failure(Env.load(), cluster, context["dag"].dag_id, context["run_id"],
-                       ClusterStatus.INCOMPLETE, message, hostname=hostname)
+        env = Env.load()
+        if env.store.operation(cluster, context["dag"].dag_id, context["run_id"]) is not None:
+            record_step_failure(env, cluster, message, hostname=hostname)
     except Exception:  # the callback must never hide the task's own error
         log.exception("could not record the failure of %s in the cluster store", task.task_id)
-
-
-HOSTNAME_LABEL = "{{ task.hostname }}"  # map_index_template: the UI labels mapped tasks by node
 
 
 class LoomOperator(BaseOperator):
     """Common base: the cluster template this DAG was generated from, failure recording."""
 
     ui_color = "#e8f0fe"
+    holds_cluster = True  # steps check their run still holds the cluster
 
-    def __init__(self, *, template: str, **kwargs: Any):
+    def __init__(self, *, template: str, operation: str, **kwargs: Any):
         kwargs.setdefault("on_failure_callback", record_task_failure)
         super().__init__(**kwargs)
         self.template = template
+        self.operation = operation
 
     @property
     def step_name(self) -> str:
@@ -72,6 +79,27 @@ class LoomOperator(BaseOperator):
 
         raise AirflowFailException(str(exc)) from exc
 
+    def hold(self, env: Any, context: Any) -> None:
+        from loom.errors import ClusterError
+
+        try:
+            env.store.hold(_cluster_name(context), self.dag_id, context["run_id"])
+        except ClusterError as exc:
+            self.fail(exc)
+
+    def unknown_conf_keys(self, context: Any) -> None:
+        from loom.errors import RequestError
+
+        allowed = set(self.dag.params)  # context["params"] also holds unknown conf keys
+        unknown = sorted(set(_conf(context)) - allowed)
+        if unknown:
+            self.fail(RequestError(
+                f"{self.dag_id} conf: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+            ))
+
+    def params_of(self, context: Any) -> dict[str, Any]:
+        return {k: context["params"].get(k) for k in self.dag.params}
+
 
 class BeginCreateOperator(LoomOperator):
     """Validate the conf, solve the layout, record the PENDING cluster. Returns its hostnames."""
@@ -82,64 +110,56 @@ class BeginCreateOperator(LoomOperator):
         from loom.engine import begin_create
         from loom.errors import LoomError
 
-        conf = _conf(context)
-        allowed = set(self.dag.params)  # context["params"] also holds unknown conf keys
-        unknown = sorted(set(conf) - allowed)
+        self.unknown_conf_keys(context)
         try:
-            if unknown:
-                from loom.errors import RequestError
-
-                raise RequestError(
-                    f"{self.dag_id} conf: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
-                )
-            params = {k: context["params"].get(k) for k in allowed}
-            owner = getattr(context["dag_run"], "triggering_user_name", None) or "airflow"
-            view = begin_create(self.env(), self.template, params, self.dag_id, context["run_id"], owner)
+            view = begin_create(self.env(), self.template, self.params_of(context), self.dag_id, context["run_id"], _owner(context))
         except LoomError as exc:
             self.fail(exc)
-        return [n["hostname"] for n in view["nodes"]]
+        return [n["hostname"] for n in view["nodes"] if n["created_by_run"] == context["run_id"]]
 
 
-class BeginDeleteOperator(LoomOperator):
+class BeginOperator(LoomOperator):
+    """First step of every other operation: validate, take the cluster (or say who has it),
+    record what the run will do. Returns the hostnames its per-node steps map over."""
+
     ui_color = "#fff4e5"
 
     def execute(self, context: Any) -> list[str]:
-        from loom.engine import begin_delete
-        from loom.errors import LoomError, RequestError
+        from loom.errors import LoomError
+        from loom.operations import begin
 
-        conf = _conf(context)
-        unknown = sorted(set(conf) - set(self.dag.params))
+        self.unknown_conf_keys(context)
         try:
-            if unknown:
-                raise RequestError(f"{self.dag_id} conf: unknown key(s) {', '.join(unknown)}; allowed: cluster")
-            owner = getattr(context["dag_run"], "triggering_user_name", None) or "airflow"
-            view = begin_delete(self.env(), {"cluster": context["params"]["cluster"]}, self.dag_id, context["run_id"], owner)
+            begun = begin(self.env(), self.operation, self.template, self.params_of(context), self.dag_id,
+                          context["run_id"], _owner(context))
         except LoomError as exc:
             self.fail(exc)
-        return [n["hostname"] for n in view["nodes"] if n["status"] != "DELETED"]
+        return begun.hostnames
 
 
 class SelectNodesOperator(LoomOperator):
-    """Which of the cluster's nodes carry ``service`` (the list the service's actions map over)."""
+    """Which nodes a service's steps run on in this run (the list they map over)."""
 
     ui_color = "#f1f3f4"
 
-    def __init__(self, *, service: str, **kwargs: Any):
+    def __init__(self, *, service: str, where: str = "all", gate: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
-        self.service = service
+        self.service, self.where, self.gate = service, where, gate
 
     def execute(self, context: Any) -> list[str]:
-        from loom.engine import nodes_with_service
+        from loom.operations import step_nodes
 
-        hosts = nodes_with_service(self.env(), _cluster_name(context), self.service)
-        log.info("%s runs on: %s", self.service, ", ".join(hosts) or "no node")
+        env = self.env()
+        self.hold(env, context)
+        hosts = step_nodes(env, _cluster_name(context), self.dag_id, context["run_id"], self.service, self.where, self.gate)
+        log.info("%s (%s nodes, %s) runs on: %s", self.service, self.where, self.gate or "always", ", ".join(hosts) or "no node")
         return hosts
 
 
 class MappedPerNode:
-    """Mixin: ``Op.mapped(...)`` = ``Op.partial(...)`` with this class's retry policy and the
-    hostname as the UI label. (``partial`` never calls ``__init__`` for the scheduler's view of
-    the task, so per-class defaults must be passed here, not set in ``__init__``.)"""
+    """Mixin: ``Op.mapped(...)`` = ``Op.partial(...)`` with this class's retry policy, the
+    hostname as the UI label and the failure callback. (``partial`` never calls ``__init__``
+    for the scheduler's view of the task, so per-class defaults must be passed here.)"""
 
     default_retries = 0
     retry_seconds = 10
@@ -150,6 +170,7 @@ class MappedPerNode:
         kwargs.setdefault("retry_delay", timedelta(seconds=cls.retry_seconds))
         kwargs.setdefault("map_index_template", HOSTNAME_LABEL)
         kwargs.setdefault("on_failure_callback", record_task_failure)
+        kwargs.setdefault("trigger_rule", TriggerRule.NONE_FAILED)
         return cls.partial(**kwargs)  # type: ignore[attr-defined]
 
 
@@ -169,8 +190,9 @@ class NodeOperator(MappedPerNode, LoomOperator):
     def execute(self, context: Any) -> Any:
         from loom import engine
 
-        func = getattr(engine, f"{self.step}_node")
-        return func(self.env(), _cluster_name(context), self.hostname)
+        env = self.env()
+        self.hold(env, context)
+        return getattr(engine, f"{self.step}_node")(env, _cluster_name(context), self.hostname)
 
 
 class ProvisionNodeOperator(NodeOperator):
@@ -219,8 +241,10 @@ class ServiceActionOperator(MappedPerNode, LoomOperator):
         from loom.engine import run_service_action
         from loom.errors import LoomError
 
+        env = self.env()
+        self.hold(env, context)
         try:
-            run_service_action(self.env(), _cluster_name(context), self.hostname, self.service, self.action)
+            run_service_action(env, _cluster_name(context), self.hostname, self.service, self.action)
         except LoomError as exc:
             if not self.best_effort:
                 raise
@@ -228,23 +252,66 @@ class ServiceActionOperator(MappedPerNode, LoomOperator):
 
 
 class FinishOperator(LoomOperator):
-    """Record the operation's success and the cluster's new status."""
+    """Runs whatever happened before it: records the outcome, rolls back when the template
+    says so, releases the cluster; fails the run when a step failed."""
 
     ui_color = "#fff4e5"
 
-    def __init__(self, *, operation: str, **kwargs: Any):
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
         super().__init__(**kwargs)
-        self.operation = operation
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from loom.engine import finish_delete, finish_ok
-        from loom.store import ClusterStatus
+        from loom.errors import LoomError
+        from loom.operations import settle
 
+        failed = self.failed_steps(context)
+        if "plan" in failed:
+            self.fail(RuntimeError("the operation was refused by its plan step (see its log); nothing was changed"))
         env, cluster = self.env(), _cluster_name(context)
-        if self.operation == "delete":
-            view = finish_delete(env, cluster, self.dag_id, context["run_id"])
-        else:
-            view = finish_ok(env, cluster, self.dag_id, context["run_id"], ClusterStatus.ACTIVE)
+        try:
+            view = settle(env, self.operation, cluster, self.dag_id, context["run_id"], failed)
+        except LoomError as exc:
+            self.fail(exc)
         for node in view["nodes"]:
             log.info("%s %s:%s %s %s", node["hostname"], node["ip"], node["port"], node["status"], ",".join(node["services"]))
         return {"cluster": view["name"], "status": view["status"]}
+
+    def failed_steps(self, context: Any) -> list[str]:
+        """Task ids of this run that failed (not merely upstream_failed), map indexes folded."""
+        states = context["ti"].get_task_states(dag_id=self.dag_id, run_ids=[context["run_id"]])
+        tasks = set(self.dag.task_ids)
+        failed = set()
+        upstream_failed = set()
+        for key, state in states.get(context["run_id"], {}).items():
+            match = re.match(r"^(.*)_(\d+)$", key)
+            task_id = match.group(1) if match and match.group(1) in tasks and key not in tasks else key
+            if state == "failed" and task_id != self.task_id:
+                failed.add(task_id)
+            elif state == "upstream_failed":
+                upstream_failed.add(task_id)
+        return sorted(failed or upstream_failed)
+
+
+class JanitorOperator(BaseOperator):
+    """One housekeeping job of ``loom.janitor`` (see loom.janitor)."""
+
+    ui_color = "#f1f3f4"
+
+    def __init__(self, *, job: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.job = job
+
+    def execute(self, context: Any) -> Any:
+        from loom import janitor
+        from loom.engine import Env
+        from loom.settings import load_settings
+
+        env = Env.load()
+        if self.job == "expired":
+            return janitor.expired_deletes(env)
+        if self.job == "stuck":
+            return janitor.fail_stuck(env, timedelta(seconds=load_settings().operation_timeout))
+        report = janitor.reconcile(env)
+        log.info("orphans: %d, lost nodes: %d", len(report["orphans"]), len(report["lost"]))
+        return report

@@ -32,3 +32,19 @@ def port_open(ip: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def listening_ipv4() -> set[str]:
+    """IPv4 addresses some socket on this host listens on (from /proc/net/tcp, LISTEN = 0A).
+    Local nodes share the host's network: an address is only free if nothing listens on it."""
+    out = set()
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return out
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 3 and fields[3] == "0A":
+            addr = fields[1].split(":")[0]
+            out.add(".".join(str(int(addr[i : i + 2], 16)) for i in (6, 4, 2, 0)))
+    return out

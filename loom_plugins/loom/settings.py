@@ -58,6 +58,7 @@ class Settings:
     local_ssh_port: int
     api_url: str
     local_pip_cache: Path
+    operation_timeout: int
 
     @property
     def keys_dir(self) -> Path:
@@ -78,4 +79,5 @@ def load_settings() -> Settings:
         local_ssh_port=int(loom_option("local_ssh_port", "2222")),
         api_url=loom_option("api_url", "http://127.0.0.1:8080"),
         local_pip_cache=Path(loom_option("local_pip_cache", str(state / "cache" / "pip"))),
+        operation_timeout=int(loom_option("operation_timeout", "21600")),
     )

@@ -108,6 +108,7 @@ class Stack:
         result = self.airflow("db", "migrate", check=False)
         if result.returncode != 0:
             raise LoomError(f"`airflow db migrate` failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        self._sqlite_wal()
         exe = str(Path(sys.executable).parent / "airflow")
         env = self.environ()
         for component in COMPONENTS:
@@ -122,6 +123,16 @@ class Stack:
             (self.run_dir / f"{component}.pid").write_text(str(proc.pid))
             say(f"started airflow {component} (pid {proc.pid}, log {self.home / 'logs' / (component + '.log')})")
         self.wait_healthy(wait)
+
+    def _sqlite_wal(self) -> None:
+        """WAL journaling for the embedded SQLite metadata DB (persistent in the file): readers no
+        longer block the writer, so the API server, scheduler and dag-processor contend less."""
+        import sqlite3
+
+        db = self.home / "airflow.db"
+        if db.exists():
+            with sqlite3.connect(db, timeout=60) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
 
     def stop(self, say: Any = print) -> None:
         for component in reversed(COMPONENTS):
@@ -177,15 +188,20 @@ class Stack:
         if auth:
             headers["Authorization"] = f"Bearer {token or self.token()}"
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.api + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                text = resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            raise ApiError(exc.code, exc.read().decode(errors="replace")) from None
-        except urllib.error.URLError as exc:
-            raise LoomError(f"cannot reach Airflow at {self.api}: {exc.reason}") from None
-        return json.loads(text) if text else None
+        for attempt in range(3):
+            req = urllib.request.Request(self.api + path, data=data, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    text = resp.read().decode()
+                return json.loads(text) if text else None
+            except urllib.error.HTTPError as exc:
+                error = ApiError(exc.code, exc.read().decode(errors="replace"))
+                if exc.code < 500 or attempt == 2:  # 4xx is an answer; 5xx may be a passing DB lock
+                    raise error from None
+            except urllib.error.URLError as exc:
+                raise LoomError(f"cannot reach Airflow at {self.api}: {exc.reason}") from None
+            time.sleep(1 + attempt)
+        raise AssertionError("unreachable")
 
 
 def isolated_env(root: Path, port: int, ssh_port: int, templates: Path | None = None,

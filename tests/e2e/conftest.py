@@ -6,11 +6,13 @@ so a developer's `make run` stack is never touched. Teardown destroys any node a
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -22,6 +24,9 @@ E2E_SSH_PORT = 2422
 EXTRA = Path(__file__).parent / "extra_templates"
 
 
+CREATE_TIMEOUT = 900
+
+
 @dataclass
 class E2E:
     root: Path
@@ -31,6 +36,43 @@ class E2E:
 
     def request(self, method: str, path: str, body: object = None):
         return self.stack.request(method, path, body, token=self.token)
+
+    def trigger(self, dag_id: str, conf: dict) -> str:
+        from loom.demo import trigger, wait_for_dag
+
+        wait_for_dag(self.stack, dag_id, self.token)
+        return trigger(self.stack, dag_id, conf, self.token)
+
+    def wait(self, dag_id: str, run_id: str) -> str:
+        from loom.demo import wait_for_run
+
+        return wait_for_run(self.stack, dag_id, run_id, self.token, timeout=CREATE_TIMEOUT)
+
+    def run(self, dag_id: str, conf: dict) -> tuple[str, str]:
+        """Trigger through the REST API and wait: (run_id, final state)."""
+        run_id = self.trigger(dag_id, conf)
+        return run_id, self.wait(dag_id, run_id)
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self.request("GET", f"/api/v2/dags/{quote(dag_id)}/dagRuns?limit=100")["dag_runs"]
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        path = f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}/taskInstances?limit=500"
+        return self.request("GET", path)["task_instances"]
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, try_number: int = 1) -> str:
+        path = (
+            f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}/taskInstances/{quote(task_id)}"
+            f"/logs/{try_number}?map_index={map_index}&full_content=true"
+        )
+        return json.dumps(self.request("GET", path)["content"])
+
+    def nodes(self, prefix: str) -> list:
+        """The provider's own view (not the store's) of machines named ``prefix-*``."""
+        from loom.providers.local import LocalNodeDriver
+
+        driver = LocalNodeDriver(state_dir=self.root / "state", ssh_port=E2E_SSH_PORT)
+        return [n for n in driver.list_nodes() if n.name.startswith(prefix + "-")]
 
 
 @pytest.fixture(scope="session")

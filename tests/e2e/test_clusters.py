@@ -2,52 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import time
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
+from loom.demo import trigger, wait_for_dag
 from loom.procs import port_open
-from loom.demo import trigger, wait_for_dag, wait_for_run
 from loom.stack import ApiError
 from loom.store import open_store
 
 pytestmark = pytest.mark.e2e
 
-CREATE_TIMEOUT = 900
-
-
 def _store():
     return open_store()
-
-
-def _runs(e2e, dag_id: str) -> list[dict]:
-    return e2e.request("GET", f"/api/v2/dags/{quote(dag_id)}/dagRuns?limit=100")["dag_runs"]
-
-
-def _run(e2e, dag_id: str, conf: dict) -> tuple[str, str]:
-    wait_for_dag(e2e.stack, dag_id, e2e.token)
-    run_id = trigger(e2e.stack, dag_id, conf, e2e.token)
-    state = wait_for_run(e2e.stack, dag_id, run_id, e2e.token, timeout=CREATE_TIMEOUT)
-    return run_id, state
-
-
-def _task_instances(e2e, dag_id: str, run_id: str) -> list[dict]:
-    base = f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}/taskInstances?limit=500"
-    return e2e.request("GET", base)["task_instances"]
-
-
-def _task_log(e2e, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
-    path = (
-        f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}/taskInstances/{quote(task_id)}"
-        f"/logs/1?map_index={map_index}&full_content=true"
-    )
-    content = e2e.request("GET", path)["content"]
-    return json.dumps(content)
 
 
 def _node_processes(state: Path) -> list[str]:
@@ -57,12 +26,12 @@ def _node_processes(state: Path) -> list[str]:
 
 def test_bad_conf_is_refused_with_400_and_no_run(e2e):
     wait_for_dag(e2e.stack, "dask.create", e2e.token)
-    before = len(_runs(e2e, "dask.create"))
+    before = len(e2e.runs("dask.create"))
     for conf in ({"cluster": "Bad Name; rm -rf /"}, {"cluster": "ok-name", "size": 1}, {"cluster": "ok-name", "size": "3"}, {"size": 3}):
         with pytest.raises(ApiError) as err:
             trigger(e2e.stack, "dask.create", conf, e2e.token)
         assert err.value.status == 400, conf
-    assert len(_runs(e2e, "dask.create")) == before
+    assert len(e2e.runs("dask.create")) == before
 
 
 def test_broken_template_is_reported_and_other_dags_still_load(e2e):
@@ -78,20 +47,20 @@ def test_broken_template_is_reported_and_other_dags_still_load(e2e):
 
 
 def test_unknown_conf_key_fails_first_task_and_creates_nothing(e2e):
-    run_id, state = _run(e2e, "dask.create", {"cluster": "typo", "sizee": 3})
+    run_id, state = e2e.run("dask.create", {"cluster": "typo", "sizee": 3})
     assert state == "failed"
-    tis = {t["task_id"]: t["state"] for t in _task_instances(e2e, "dask.create", run_id)}
+    tis = {t["task_id"]: t["state"] for t in e2e.task_instances("dask.create", run_id)}
     assert tis["plan"] == "failed"
     assert tis["node.create"] in ("upstream_failed", None)
     assert _store().get("typo") is None
-    assert "unknown key(s) sizee" in _task_log(e2e, "dask.create", run_id, "plan")
+    assert "unknown key(s) sizee" in e2e.task_log("dask.create", run_id, "plan")
 
 
 def test_dask_cluster_create_use_delete(e2e):
     from distributed import Client
 
     state_dir = e2e.root / "state"
-    run_id, state = _run(e2e, "dask.create", {"cluster": "e2e-dask", "size": 3})
+    run_id, state = e2e.run("dask.create", {"cluster": "e2e-dask", "size": 3})
     assert state == "success"
     view = _store().require("e2e-dask")
     assert view["status"] == "ACTIVE"
@@ -102,11 +71,11 @@ def test_dask_cluster_create_use_delete(e2e):
     assert len(workers) == 2 and len({n["ip"] for n in view["nodes"]}) == 3
 
     # the UI labels mapped tasks by hostname, and action output streams into the task log
-    tis = _task_instances(e2e, "dask.create", run_id)
+    tis = e2e.task_instances("dask.create", run_id)
     labels = sorted(t["rendered_map_index"] for t in tis if t["task_id"] == "node.create")
     assert labels == sorted(n["hostname"] for n in view["nodes"])
     start = next(t for t in tis if t["task_id"] == "dask-worker.start")
-    assert "Registered to:" in _task_log(e2e, "dask.create", run_id, "dask-worker.start", start["map_index"])
+    assert "Registered to:" in e2e.task_log("dask.create", run_id, "dask-worker.start", start["map_index"])
 
     with Client(f"tcp://{scheduler['ip']}:8786", timeout=30) as client:
         client.wait_for_workers(2, timeout=60)
@@ -116,14 +85,14 @@ def test_dask_cluster_create_use_delete(e2e):
         assert sorted(client.gather(client.map(lambda x: x * x, range(10)))) == [x * x for x in range(10)]
 
     # a second create with the same name fails in its first task and changes nothing
-    run2, state2 = _run(e2e, "dask.create", {"cluster": "e2e-dask", "size": 2})
+    run2, state2 = e2e.run("dask.create", {"cluster": "e2e-dask", "size": 2})
     assert state2 == "failed"
-    assert "already exists" in _task_log(e2e, "dask.create", run2, "plan")
+    assert "already exists" in e2e.task_log("dask.create", run2, "plan")
     again = _store().require("e2e-dask")
     assert again["status"] == "ACTIVE" and len(again["nodes"]) == 3 and len(again["operations"]) == 1
 
     # delete: services stopped, machines gone, nothing left behind
-    del_run, del_state = _run(e2e, "dask.delete", {"cluster": "e2e-dask"})
+    del_run, del_state = e2e.run("dask.delete", {"cluster": "e2e-dask"})
     assert del_state == "success"
     gone = _store().require("e2e-dask")
     assert gone["status"] == "TERMINATED"
@@ -138,21 +107,18 @@ def test_dask_cluster_create_use_delete(e2e):
 
 
 def test_failed_action_marks_cluster_incomplete_and_delete_leaves_nothing(e2e):
-    from loom.providers.local import LocalNodeDriver
-
     state_dir = e2e.root / "state"
-    run_id, state = _run(e2e, "flaky.create", {"cluster": "e2e-flaky", "size": 2})
+    run_id, state = e2e.run("flaky.create", {"cluster": "e2e-flaky", "size": 2})
     assert state == "failed"
     view = _store().require("e2e-flaky")
     assert view["status"] == "INCOMPLETE"
-    assert "flaky.install" in view["message"] and "exit 7" in view["message"]
+    assert "create failed at flaky.install" in view["message"]
     failed = [n for n in view["nodes"] if n["status"] == "FAILED"]
-    assert failed and all("disk is full" in n["message"] for n in failed)
+    assert failed and all("disk is full" in n["message"] and "exit 7" in n["message"] for n in failed)
     assert view["operations"][0]["state"] == "FAILED"
 
-    del_run, del_state = _run(e2e, "flaky.delete", {"cluster": "e2e-flaky"})
+    del_run, del_state = e2e.run("flaky.delete", {"cluster": "e2e-flaky"})
     assert del_state == "success"
     assert _store().require("e2e-flaky")["status"] == "TERMINATED"
-    driver = LocalNodeDriver(state_dir=state_dir, ssh_port=2422)
-    assert [n.name for n in driver.list_nodes() if n.name.startswith("e2e-flaky")] == []
+    assert e2e.nodes("e2e-flaky") == []
     assert _node_processes(state_dir) == []

@@ -118,3 +118,16 @@ def test_create_without_a_key_is_refused(driver):
 def test_bad_node_name_is_refused(driver, auth):
     with pytest.raises(ProviderError, match="not a valid hostname"):
         driver.create_node("../../etc", auth=auth)
+
+
+def test_an_address_something_else_listens_on_is_never_given_out(driver, auth):
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.2", 45678))  # e.g. a service of another Loom's node, on another port
+    taken.listen()
+    try:
+        node = driver.create_node("itest-1", auth=auth)
+        assert node.public_ips[0] != "127.0.0.2"
+    finally:
+        taken.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from loom.dag_factory import build_dags
+from loom.dag_factory import OPERATIONS, build_dags
 from loom.planner import plan
 from loom.settings import REPO_ROOT
 from loom.spec.loader import load_catalog
@@ -18,8 +18,10 @@ def dags():
 
 
 def test_one_dag_per_template_and_operation(dags):
-    assert set(dags) == {"dask.create", "dask.delete"}
+    assert set(dags) == {f"dask.{op}" for op in OPERATIONS} | {"loom.janitor"}
     for dag_id, dag in dags.items():
+        if dag_id == "loom.janitor":
+            continue
         template, operation = dag_id.split(".")
         assert set(dag.tags) == {"loom", f"template:{template}", f"operation:{operation}"}
         assert dag.is_paused_upon_creation is False
@@ -52,7 +54,8 @@ def test_create_graph_follows_the_plan(dags):
     assert dag.task_dict["node.create"].upstream_task_ids == {"plan"}
     assert {"dask-scheduler.start", "dask-worker.configure"} <= dag.task_dict["dask-worker.start"].upstream_task_ids
     finish = dag.task_dict["finish"]
-    assert {"dask-worker.start", "dask-scheduler.start"} <= finish.upstream_task_ids
+    assert {"dask-worker.start", "dask-scheduler.start", "plan"} <= finish.upstream_task_ids
+    assert finish.trigger_rule == "all_done"
 
 
 def test_mapped_tasks_carry_retry_policy_label_and_failure_callback(dags):
@@ -79,5 +82,51 @@ def test_a_broken_template_does_not_hide_the_others(tmp_path: Path):
     shutil.copytree(REPO_ROOT / "templates", tmp_path / "templates")
     (tmp_path / "templates" / "clustertemplates" / "oops.yaml").write_text("name: oops\ndefaults: [not, a, mapping]\n")
     dags = build_dags(str(tmp_path / "templates"))
-    assert set(dags) == {"dask.create", "dask.delete"}
+    assert set(dags) == {f"dask.{op}" for op in OPERATIONS} | {"loom.janitor"}
 
+
+
+def test_every_operation_starts_with_plan_and_ends_with_an_all_done_finish(dags):
+    for dag in (d for d in dags.values() if d.dag_id != "loom.janitor"):
+        assert dag.task_dict["plan"].upstream_task_ids == set()
+        finish = dag.task_dict["finish"]
+        assert finish.trigger_rule == "all_done"
+        assert set(dag.task_dict) - {"finish"} <= finish.upstream_task_ids | {
+            t for t in dag.task_dict if t.endswith(("nodes", "_targets", "_restart", "_new", "_membership", "_new_services"))
+        }
+
+
+@pytest.mark.parametrize(
+    ("operation", "params"),
+    [
+        ("delete", {"cluster"}),
+        ("add_services", {"cluster", "services"}),
+        ("start_services", {"cluster", "services"}),
+        ("stop_services", {"cluster", "services"}),
+        ("restart_services", {"cluster", "services"}),
+        ("configure", {"cluster", "config", "restart"}),
+        ("expand", {"cluster", "add_nodes"}),
+        ("extend_lease", {"cluster", "lease"}),
+    ],
+)
+def test_operation_params_match_the_contract(dags, operation, params):
+    assert set(dags[f"dask.{operation}"].params) == params
+
+
+def test_service_operations_are_gated_at_run_time(dags):
+    assert dags["dask.start_services"].task_dict["dask-worker.nodes_targets"].gate == "targets"
+    configure = dags["dask.configure"]
+    assert configure.task_dict["dask-worker.nodes_restart"].gate == "restart"
+    assert "dask-worker.nodes_restart" in configure.task_dict["dask-worker.stop"].upstream_task_ids
+    expand = dags["dask.expand"]
+    assert expand.task_dict["dask-worker.nodes_existing_membership"].where == "existing"
+    assert expand.task_dict["node.create"].upstream_task_ids == {"plan"}
+
+
+def test_janitor_runs_every_five_minutes_and_triggers_deletes(dags):
+    from datetime import timedelta
+
+    janitor = dags["loom.janitor"]
+    assert janitor.schedule == timedelta(minutes=5) and janitor.is_paused_upon_creation is False
+    assert set(janitor.task_dict) == {"expired_leases", "delete_expired", "stuck_operations", "orphans"}
+    assert janitor.task_dict["delete_expired"].upstream_task_ids == {"expired_leases"}

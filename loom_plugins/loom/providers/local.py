@@ -31,7 +31,7 @@ from libcloud.compute.types import NodeState
 from loom.errors import ProviderError
 from loom.keys import write_keypair
 from loom.names import ENTITY_NAME_RE
-from loom.procs import port_open, proc_start_time
+from loom.procs import listening_ipv4, port_open, proc_start_time
 
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
@@ -178,6 +178,7 @@ class LocalNodeDriver(NodeDriver):
                 used.add(json.loads(record.read_text())["ip"])
             except (OSError, ValueError, KeyError):
                 continue
+        used |= listening_ipv4()  # other Loom installations' nodes, or anything else on the host
         for host in range(FIRST_HOST, LAST_HOST + 1):
             ip = f"127.0.0.{host}"
             if ip not in used and _port_free(ip, self.ssh_port):

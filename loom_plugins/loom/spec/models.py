@@ -183,6 +183,11 @@ class LeaseDuration(Strict):
 
 class Administration(Strict):
     leaseduration: LeaseDuration = Field(default_factory=LeaseDuration)
+    on_failure: Literal["keep", "rollback"] = Field(
+        default="keep",
+        description="a failed create/expand: keep the nodes for inspection and resume (INCOMPLETE), "
+        "or destroy every node it created (rollback)",
+    )
 
 
 class ClusterTemplate(Entity):
@@ -229,9 +234,45 @@ class CreateRequest(Strict):
 
 
 class ClusterRequest(Strict):
-    """The trigger conf of operations that only name a cluster (``delete``)."""
+    """The trigger conf of operations that only name a cluster (``delete``, ``sync``)."""
 
     cluster: str
+
+
+class ServicesRequest(ClusterRequest):
+    """``start_services`` / ``stop_services`` / ``restart_services``: no list = all services."""
+
+    services: list[EntityName] | None = None
+
+
+class AddServicesRequest(ClusterRequest):
+    services: list[EntityName] = Field(min_length=1)
+
+
+class ConfigureRequest(ClusterRequest):
+    config: dict[str, Any] = Field(default_factory=dict)
+    restart: bool = False
+
+
+class ExpandRequest(ClusterRequest):
+    add_nodes: int = Field(ge=1, le=1000)
+
+
+class LeaseRequest(ClusterRequest):
+    lease: Duration
+
+
+OPERATION_REQUESTS: dict[str, type[ClusterRequest]] = {
+    "delete": ClusterRequest,
+    "add_services": AddServicesRequest,
+    "start_services": ServicesRequest,
+    "stop_services": ServicesRequest,
+    "restart_services": ServicesRequest,
+    "configure": ConfigureRequest,
+    "expand": ExpandRequest,
+    "sync": ClusterRequest,
+    "extend_lease": LeaseRequest,
+}
 
 
 ENTITY_KINDS: dict[str, type[Entity]] = {

@@ -66,6 +66,10 @@ class Cluster(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The operation that holds the cluster (one at a time); NULL when idle.
+    busy_dag_id: Mapped[str | None] = mapped_column(String(250), nullable=True)
+    busy_run_id: Mapped[str | None] = mapped_column(String(250), nullable=True)
+    busy_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     nodes: Mapped[list[Node]] = relationship(back_populates="cluster", order_by="Node.number")
     operations: Mapped[list[Operation]] = relationship(back_populates="cluster", order_by="Operation.id")
@@ -91,6 +95,7 @@ class Node(Base):
     port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     host_key: Mapped[str | None] = mapped_column(Text, nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
+    created_by_run: Mapped[str | None] = mapped_column(String(250), nullable=True)
 
     cluster: Mapped[Cluster] = relationship(back_populates="nodes")
 
@@ -107,6 +112,7 @@ class Operation(Base):
     state: Mapped[str] = mapped_column(String(16), default=OperationState.RUNNING.value)
     triggered_by: Mapped[str] = mapped_column(String(128), default="")
     message: Mapped[str] = mapped_column(Text, default="")
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict, nullable=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 

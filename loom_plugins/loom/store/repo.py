@@ -8,13 +8,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, select
+from datetime import datetime, timezone
+
+from sqlalchemy import create_engine, event, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from loom.errors import ClusterError
-from loom.layout import Layout
+from loom.layout import Layout, NodeSpec
 from loom.store.models import (
     Base,
     Cluster,
@@ -49,6 +51,7 @@ class Store:
         self.url = url
         self.engine = _make_engine(url)
         Base.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -61,6 +64,14 @@ class Store:
     def _live(session: Session, name: str) -> Cluster | None:
         return session.scalars(
             select(Cluster).where(Cluster.name == name, Cluster.status != ClusterStatus.TERMINATED.value)
+        ).first()
+
+    @staticmethod
+    def _live_for_update(session: Session, name: str) -> Cluster | None:
+        return session.scalars(
+            select(Cluster)
+            .where(Cluster.name == name, Cluster.status != ClusterStatus.TERMINATED.value)
+            .with_for_update()
         ).first()
 
     def _latest(self, session: Session, name: str) -> Cluster | None:
@@ -88,7 +99,9 @@ class Store:
             return [_view(c) for c in s.scalars(query)]
 
     # --- operations ----------------------------------------------------------------------
-    def begin_create(self, layout: Layout, dag_id: str, run_id: str, owner: str) -> dict[str, Any]:
+    def begin_create(
+        self, layout: Layout, dag_id: str, run_id: str, owner: str, lease_expires_at: datetime | None = None
+    ) -> dict[str, Any]:
         """Record a new PENDING cluster with its planned nodes; a retry of the same run is a no-op."""
         try:
             with self.session() as s:
@@ -112,22 +125,14 @@ class Store:
                     services=list(layout.services),
                     config=layout.config,
                     dns_suffix=layout.dns_suffix,
+                    lease_expires_at=lease_expires_at,
+                    busy_dag_id=dag_id,
+                    busy_run_id=run_id,
+                    busy_since=utcnow(),
                 )
-                cluster.nodes = [
-                    Node(
-                        number=n.number,
-                        hostname=n.hostname,
-                        hardwaretype=n.hardwaretype,
-                        imagetype=n.imagetype,
-                        flavor=n.flavor,
-                        image=n.image,
-                        sshuser=n.sshuser,
-                        services=list(n.services),
-                    )
-                    for n in layout.nodes
-                ]
+                cluster.nodes = [_node_row(n, run_id) for n in layout.nodes]
                 cluster.operations = [
-                    Operation(operation="create", dag_id=dag_id, run_id=run_id, triggered_by=owner)
+                    Operation(operation="create", dag_id=dag_id, run_id=run_id, triggered_by=owner, params={})
                 ]
                 s.add(cluster)
                 s.flush()
@@ -137,19 +142,115 @@ class Store:
                 f"cluster {layout.cluster!r} was just created by another run: choose another name"
             ) from None
 
-    def begin_operation(
-        self, name: str, operation: str, dag_id: str, run_id: str, owner: str
+    def acquire(
+        self,
+        name: str,
+        operation: str,
+        dag_id: str,
+        run_id: str,
+        owner: str,
+        allowed: frozenset[str] | set[str],
+        params: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """Make this run the cluster's one running operation, or say why not (busy, wrong status).
+        The same run asking again (a retried or resumed task) gets the cluster back."""
         with self.session() as s:
-            cluster = self._live(s, name)
+            cluster = self._live_for_update(s, name)
             if cluster is None:
                 raise ClusterError(
                     f"cluster {name!r} does not exist or is already TERMINATED: `loom cluster list` shows the clusters"
                 )
-            if not any(op.dag_id == dag_id and op.run_id == run_id for op in cluster.operations):
-                s.add(Operation(cluster=cluster, operation=operation, dag_id=dag_id, run_id=run_id, triggered_by=owner))
-                s.flush()
+            mine = next((op for op in cluster.operations if op.dag_id == dag_id and op.run_id == run_id), None)
+            if cluster.busy_run_id and (cluster.busy_dag_id, cluster.busy_run_id) != (dag_id, run_id):
+                raise ClusterError(f"cluster {name!r} is busy with {cluster.busy_dag_id}/{cluster.busy_run_id}: wait for it to finish")
+            if mine is None and cluster.status not in allowed:
+                need = ", ".join(sorted(allowed))
+                raise ClusterError(
+                    f"cluster {name!r} is {cluster.status}; {operation} needs it to be {need}"
+                    + (" (configure can repair an INCONSISTENT cluster; delete works from any state)" if "ACTIVE" in allowed else "")
+                )
+            if mine is None:
+                s.add(Operation(cluster=cluster, operation=operation, dag_id=dag_id, run_id=run_id,
+                                triggered_by=owner, params=params or {}))
+            elif params is not None:
+                mine.params = params
+            cluster.busy_dag_id, cluster.busy_run_id, cluster.busy_since = dag_id, run_id, utcnow()
+            s.flush()
             return _view(cluster)
+
+    def hold(self, name: str, dag_id: str, run_id: str) -> None:
+        """Each step of an operation checks it still holds the cluster (and takes it back when a
+        failed run is resumed by clearing a task)."""
+        with self.session() as s:
+            cluster = self._live_for_update(s, name)
+            if cluster is None:
+                raise ClusterError(f"cluster {name!r} is not live")
+            if cluster.busy_run_id and (cluster.busy_dag_id, cluster.busy_run_id) != (dag_id, run_id):
+                raise ClusterError(f"cluster {name!r} is busy with {cluster.busy_dag_id}/{cluster.busy_run_id}: wait for it to finish")
+            if not cluster.busy_run_id:
+                cluster.busy_dag_id, cluster.busy_run_id, cluster.busy_since = dag_id, run_id, utcnow()
+                op = next((o for o in cluster.operations if o.dag_id == dag_id and o.run_id == run_id), None)
+                if op is not None and op.state != OperationState.RUNNING.value:
+                    op.state, op.ended_at = OperationState.RUNNING.value, None  # resumed
+
+    def release(self, name: str, dag_id: str, run_id: str) -> bool:
+        """Free the cluster if this run holds it; True when it did."""
+        with self.session() as s:
+            cluster = self._latest(s, name)
+            if cluster is None or (cluster.busy_dag_id, cluster.busy_run_id) != (dag_id, run_id):
+                return False
+            cluster.busy_dag_id = cluster.busy_run_id = cluster.busy_since = None
+            return True
+
+    def set_params(self, name: str, dag_id: str, run_id: str, params: dict[str, Any]) -> None:
+        """Record what an operation run will do (targets, new nodes...) for its later steps."""
+        with self.session() as s:
+            cluster = self._latest(s, name)
+            op = next((o for o in (cluster.operations if cluster else []) if o.dag_id == dag_id and o.run_id == run_id), None)
+            if op is None:
+                raise ClusterError(f"cluster {name!r} has no operation {dag_id}/{run_id}")
+            op.params = {**(op.params or {}), **params}
+
+    def operation(self, name: str, dag_id: str, run_id: str) -> dict[str, Any] | None:
+        view = self.get(name)
+        if view is None:
+            return None
+        return next((op for op in view["operations"] if op["dag_id"] == dag_id and op["run_id"] == run_id), None)
+
+    def add_nodes(self, name: str, nodes: list[NodeSpec], run_id: str) -> None:
+        with self.session() as s:
+            cluster = self._live(s, name)
+            if cluster is None:
+                raise ClusterError(f"cluster {name!r} is not live")
+            have = {n.hostname for n in cluster.nodes}
+            for spec in nodes:
+                if spec.hostname not in have:
+                    cluster.nodes.append(_node_row(spec, run_id))
+
+    def update_cluster(self, name: str, **fields: Any) -> None:
+        with self.session() as s:
+            cluster = self._live(s, name)
+            if cluster is None:
+                raise ClusterError(f"cluster {name!r} is not live")
+            for key, value in fields.items():
+                setattr(cluster, key, value)
+
+    def busy(self) -> list[dict[str, Any]]:
+        """Live clusters held by an operation, with the operation's record."""
+        with self.session() as s:
+            rows = s.scalars(select(Cluster).where(Cluster.busy_run_id.is_not(None)))
+            return [_view(c) for c in rows]
+
+    def expired(self, now: datetime) -> list[dict[str, Any]]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(Cluster).where(
+                    Cluster.status != ClusterStatus.TERMINATED.value,
+                    Cluster.lease_expires_at.is_not(None),
+                    Cluster.lease_expires_at <= now,
+                )
+            )
+            return [_view(c) for c in rows]
 
     def update_node(self, name: str, hostname: str, **fields: Any) -> None:
         with self.session() as s:
@@ -187,10 +288,42 @@ class Store:
             op.state = state.value
             op.message = message
             op.ended_at = utcnow()
+            if (cluster.busy_dag_id, cluster.busy_run_id) == (dag_id, run_id):
+                cluster.busy_dag_id = cluster.busy_run_id = cluster.busy_since = None
+
+
+def _node_row(n: NodeSpec, run_id: str) -> Node:
+    return Node(
+        number=n.number,
+        hostname=n.hostname,
+        hardwaretype=n.hardwaretype,
+        imagetype=n.imagetype,
+        flavor=n.flavor,
+        image=n.image,
+        sshuser=n.sshuser,
+        services=list(n.services),
+        created_by_run=run_id,
+    )
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Additive schema upgrade: columns a newer Loom added are created (nullable) in an older
+    store, so existing clusters keep working. Anything beyond adding columns needs a migration."""
+    existing = inspect(engine)
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            have = {c["name"] for c in existing.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have:
+                    ddl = column.type.compile(dialect=engine.dialect)
+                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl}'))
 
 
 def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
+    """ISO 8601 in UTC; SQLite hands back naive datetimes, which we always wrote as UTC."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
 
 
 def _view(cluster: Cluster) -> dict[str, Any]:
@@ -207,6 +340,7 @@ def _view(cluster: Cluster) -> dict[str, Any]:
         "message": cluster.message,
         "created_at": _iso(cluster.created_at),
         "lease_expires_at": _iso(cluster.lease_expires_at),
+        "busy": f"{cluster.busy_dag_id}/{cluster.busy_run_id}" if cluster.busy_run_id else None,
         "nodes": [
             {
                 "number": n.number,
@@ -223,6 +357,7 @@ def _view(cluster: Cluster) -> dict[str, Any]:
                 "provider_id": n.provider_id,
                 "host_key": n.host_key,
                 "message": n.message,
+                "created_by_run": n.created_by_run,
             }
             for n in cluster.nodes
         ],
@@ -236,6 +371,7 @@ def _view(cluster: Cluster) -> dict[str, Any]:
                 "started_at": _iso(op.started_at),
                 "ended_at": _iso(op.ended_at),
                 "message": op.message,
+                "params": op.params or {},
             }
             for op in cluster.operations
         ],

@@ -1,0 +1,174 @@
+"""Every cluster operation end to end through the REST API, on one dask cluster, plus failure,
+resume, rollback, concurrency, a run marked failed by hand, and lease expiry."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from urllib.parse import quote
+
+import pytest
+
+from loom.store import open_store
+
+pytestmark = pytest.mark.e2e
+
+
+def _view(name: str) -> dict:
+    return open_store().require(name)
+
+
+def _client(name: str):
+    from distributed import Client
+
+    scheduler = next(n for n in _view(name)["nodes"] if "dask-scheduler" in n["services"])
+    return Client(f"tcp://{scheduler['ip']}:8786", timeout=30)
+
+
+def _workers(name: str) -> dict[str, int]:
+    """Registered dask workers by name -> threads."""
+    with _client(name) as client:
+        return {w["name"]: w["nthreads"] for w in client.scheduler_info()["workers"].values()}
+
+
+def _wait_workers(name: str, count: int, timeout: float = 60) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = _workers(name)
+        if len(workers) == count or time.monotonic() > deadline:
+            return workers
+        time.sleep(1)
+
+
+def test_every_operation_on_a_dask_cluster(e2e):
+    name = "e2e-ops"
+    # create without workers, then add the worker service to the existing nodes
+    _, state = e2e.run("dask.create", {"cluster": name, "size": 2, "services": ["base", "dask-scheduler"]})
+    assert state == "success"
+    assert _view(name)["services"] == ["base", "dask-scheduler"]
+    _, state = e2e.run("dask.add_services", {"cluster": name, "services": ["dask-worker"]})
+    assert state == "success"
+    view = _view(name)
+    assert view["status"] == "ACTIVE" and len(view["nodes"]) == 2
+    assert view["nodes"][1]["services"] == ["base", "dask-worker"]
+    assert list(_wait_workers(name, 1)) == [f"{name}-2"]
+
+    # stop / start the worker service; a dask client sees it go and come back
+    _, state = e2e.run("dask.stop_services", {"cluster": name, "services": ["dask-worker"]})
+    assert state == "success" and _wait_workers(name, 0) == {}
+    run_id, state = e2e.run("dask.start_services", {"cluster": name, "services": ["dask-worker"]})
+    assert state == "success" and len(_wait_workers(name, 1)) == 1
+    states = {t["task_id"]: t["state"] for t in e2e.task_instances("dask.start_services", run_id)}
+    assert states["dask-scheduler.start"] == "success"  # start pulls in what the worker needs
+
+    # configure with restart: the new setting takes effect
+    _, state = e2e.run("dask.configure", {"cluster": name, "config": {"dask": {"worker_threads": 3}}, "restart": True})
+    assert state == "success"
+    assert _wait_workers(name, 1) == {f"{name}-2": 3}
+    assert _view(name)["config"]["dask"]["worker_threads"] == 3
+
+    # expand 2 -> 4: the new workers register
+    run_id, state = e2e.run("dask.expand", {"cluster": name, "add_nodes": 2})
+    assert state == "success"
+    view = _view(name)
+    assert [n["hostname"] for n in view["nodes"]] == [f"{name}-{i}" for i in range(1, 5)]
+    assert sorted(_wait_workers(name, 3)) == [f"{name}-2", f"{name}-3", f"{name}-4"]
+    assert len(e2e.nodes(name)) == 4
+    labels = sorted(t["rendered_map_index"] for t in e2e.task_instances("dask.expand", run_id) if t["task_id"] == "node.create")
+    assert labels == [f"{name}-3", f"{name}-4"]
+
+    # restart everything; every operation is in the cluster's history
+    _, state = e2e.run("dask.restart_services", {"cluster": name})
+    assert state == "success" and len(_wait_workers(name, 3)) == 3
+    ops = [(o["operation"], o["state"]) for o in _view(name)["operations"]]
+    assert ops == [(op, "COMPLETE") for op in (
+        "create", "add_services", "stop_services", "start_services", "configure", "expand", "restart_services")]
+    assert all(o["triggered_by"] == "admin" and o["ended_at"] for o in _view(name)["operations"])
+
+
+def test_two_operations_at_once_one_is_refused(e2e):
+    name = "e2e-ops"
+    first = e2e.trigger("dask.restart_services", {"cluster": name})
+    deadline = time.monotonic() + 60
+    while _view(name)["busy"] is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    second, state2 = e2e.run("dask.stop_services", {"cluster": name})
+    assert e2e.wait("dask.restart_services", first) == "success"
+    assert state2 == "failed"
+    assert f"is busy with dask.restart_services/{first}" in e2e.task_log("dask.stop_services", second, "plan")
+    view = _view(name)
+    assert view["busy"] is None and view["status"] == "ACTIVE"
+    assert view["operations"][-1]["operation"] == "restart_services"
+
+
+def test_a_run_marked_failed_by_hand_releases_the_cluster(e2e):
+    name = "e2e-ops"
+    run_id = e2e.trigger("dask.restart_services", {"cluster": name})
+    deadline = time.monotonic() + 60
+    while _view(name)["busy"] is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    e2e.request("PATCH", f"/api/v2/dags/dask.restart_services/dagRuns/{quote(run_id, safe='')}", {"state": "failed"})
+    deadline = time.monotonic() + 60
+    while _view(name)["busy"] is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    view = _view(name)
+    assert view["busy"] is None
+    assert view["operations"][-1]["state"] == "FAILED"
+    assert view["status"] == "INCONSISTENT"
+    # configure repairs an INCONSISTENT cluster
+    _, state = e2e.run("dask.configure", {"cluster": name, "restart": True})
+    assert state == "success" and _view(name)["status"] == "ACTIVE"
+    assert len(_wait_workers(name, 3)) == 3
+
+
+def test_delete_the_operations_cluster(e2e):
+    _, state = e2e.run("dask.delete", {"cluster": "e2e-ops"})
+    assert state == "success" and _view("e2e-ops")["status"] == "TERMINATED"
+    assert e2e.nodes("e2e-ops") == []
+
+
+def test_failed_create_resumes_after_the_cause_is_fixed(e2e):
+    name = "e2e-resume"
+    run_id, state = e2e.run("flaky.create", {"cluster": name, "size": 2})
+    assert state == "failed" and _view(name)["status"] == "INCOMPLETE"
+    assert _view(name)["busy"] is None
+    for node in _view(name)["nodes"]:  # fix the cause on every node
+        (e2e.root / "state" / "nodes" / node["hostname"] / "home" / "fixed").write_text("ok\n")
+    e2e.request("POST", "/api/v2/dags/flaky.create/clearTaskInstances", {
+        "dag_run_id": run_id, "only_failed": True, "include_downstream": True, "dry_run": False,
+        "reset_dag_runs": True,
+    })
+    assert e2e.wait("flaky.create", run_id) == "success"
+    view = _view(name)
+    assert view["status"] == "ACTIVE" and [n["status"] for n in view["nodes"]] == ["RUNNING", "RUNNING"]
+    assert len(e2e.nodes(name)) == 2  # resumed, not re-created: no duplicate machine
+    assert len(view["operations"]) == 1 and view["operations"][0]["state"] == "COMPLETE"
+    _, state = e2e.run("flaky.delete", {"cluster": name})
+    assert state == "success" and e2e.nodes(name) == []
+
+
+def test_rollback_policy_leaves_no_node(e2e):
+    name = "e2e-rollback"
+    _, state = e2e.run("fragile.create", {"cluster": name, "size": 2})
+    assert state == "failed"
+    view = _view(name)
+    assert view["status"] == "TERMINATED" and "rolled back" in view["message"]
+    assert e2e.nodes(name) == []  # the provider's own list, not the store
+
+
+def test_expired_lease_is_deleted_by_the_janitor(e2e):
+    name = "e2e-lease"
+    _, state = e2e.run("brief.create", {"cluster": name, "size": 1})
+    assert state == "success"
+    expires = datetime.fromisoformat(_view(name)["lease_expires_at"])
+    time.sleep(max(0.0, (expires - datetime.now(timezone.utc)).total_seconds()) + 1)
+    janitor_run, state = e2e.run("loom.janitor", {})
+    assert state == "success"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        runs = e2e.runs("brief.delete")
+        if runs and runs[0]["state"] in ("success", "failed"):
+            break
+        time.sleep(2)
+    assert runs and runs[0]["state"] == "success"
+    assert _view(name)["status"] == "TERMINATED" and e2e.nodes(name) == []
