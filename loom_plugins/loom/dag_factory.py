@@ -72,6 +72,10 @@ OPERATION_DOCS = {
     "restart: true, stops services first and starts them after.",
     "expand": "Adds nodes to a live cluster: the new nodes get their services created and started, then "
     "services on existing nodes that read the cluster's membership are reconfigured.",
+    "sync": "Brings the cluster to its template's current version where compatible: services the template "
+    "now adds by default go onto existing nodes, the config is rebuilt from the template's defaults plus "
+    "the users' config, and services restart with it. Refuses, saying why, where the live layout breaks "
+    "the template's current constraints.",
     "extend_lease": "Extends the cluster's lease by Loom's rules (at most `step` past the current expiry, "
     "never past create time + `max`).",
 }
@@ -139,6 +143,7 @@ def steps_plan(operation: str, catalog: Catalog, services: list[str]) -> Plan:
         "configure": lambda: planner.plan_configure(catalog, services, restart=True),
         "expand": lambda: planner.plan_expand(catalog, services),
         "extend_lease": lambda: Plan("extend_lease", ()),
+        "sync": lambda: planner.plan_sync(catalog, services),
     }
     return shapes[operation]()
 
@@ -153,6 +158,8 @@ def _gate(operation: str, step: Step) -> str | None:
         return "new_services"
     if operation == "expand" and step.where == "existing":
         return "membership"
+    if operation == "sync":
+        return "restart" if step.id.endswith("_refresh") else "new_services"
     return None
 
 
@@ -239,7 +246,7 @@ def build_operation_dag(template: ClusterTemplate, catalog: Catalog, operation: 
 
 OPERATIONS = (
     "create", "delete", "add_services", "start_services", "stop_services", "restart_services",
-    "configure", "expand", "extend_lease",
+    "configure", "expand", "extend_lease", "sync",
 )
 
 

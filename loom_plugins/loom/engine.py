@@ -99,7 +99,10 @@ def begin_create(env: Env, template: str, conf: dict[str, Any], dag_id: str, run
     request = parse_request(CreateRequest, conf, f"{dag_id} conf")
     spec = env.catalog.template(template)
     layout = solve(spec, request, env.catalog)
-    view = env.store.begin_create(layout, dag_id, run_id, owner, lease_expiry(spec, request.lease))
+    view = env.store.begin_create(
+        layout, dag_id, run_id, owner, lease_expiry(spec, request.lease),
+        template_snapshot=spec.model_dump(mode="json"), params={"config": request.config or {}},
+    )
     write_keypair(env.key_file(view), f"loom@{view['name']}")
     log.info("cluster %s: %d node(s) planned: %s", view["name"], len(view["nodes"]),
              ", ".join(f"{n['hostname']}={'+'.join(n['services'])}" for n in view["nodes"]))

@@ -141,6 +141,49 @@ def _prepare_expand(env: Env, view: dict[str, Any], request: Any, dag_id: str, r
     return [n.hostname for n in new_nodes]
 
 
+def _prepare_sync(env: Env, view: dict[str, Any], request: Any, dag_id: str, run_id: str) -> list[str]:
+    """Bring the cluster to its template's current version where compatible: services the
+    template now adds by default go onto existing nodes, and the config is rebuilt from the
+    template's new defaults plus every config the users gave (create, configure). Refuses, saying
+    why, when the live layout breaks the template's current constraints."""
+    from loom.layout_check import violations
+    from loom.solver import solve_add_services
+
+    template = env.catalog.template(view["template"])
+    snapshot = template.model_dump(mode="json")
+    if view["template_snapshot"] == snapshot:
+        _set_params(env, view, dag_id, run_id, {"new_services": [], "restart": False, "changes": []})
+        log.info("cluster %s already matches template %s", view["name"], template.name)
+        return []
+    layout = layout_of(view)
+    problems = violations(template, layout, env.catalog)
+    if problems:
+        raise ClusterError(
+            f"cluster {view['name']!r} cannot be synced to template {template.name!r}: " + "; ".join(problems)
+            + ". Revert the template change, or create a new cluster"
+        )
+    new = [s for s in template.defaults.services if s not in layout.services]
+    changed: dict[str, list[str]] = {}
+    if new:
+        after = solve_add_services(template, layout, new, env.catalog)
+        changed = {n.hostname: list(n.services) for n, old in zip(after.nodes, layout.nodes) if n.services != old.services}
+        layout = after
+    user_config: dict[str, Any] = {}
+    for op in view["operations"]:
+        if op["operation"] in ("create", "configure") and op["state"] != OperationState.FAILED.value:
+            user_config = deep_merge(user_config, (op.get("params") or {}).get("config") or {})
+    config = cluster_config(template, layout.services, user_config, env.catalog)
+    restart = config != view["config"] or bool(new)
+    for hostname, services in changed.items():
+        env.store.update_node(view["name"], hostname, services=services)
+    env.store.update_cluster(view["name"], services=list(layout.services), config=config, template_snapshot=snapshot)
+    changes = [f"add {', '.join(new)}"] if new else []
+    changes += ["new config"] if config != view["config"] else []
+    _set_params(env, view, dag_id, run_id, {"new_services": new, "restart": restart, "changes": changes})
+    log.info("sync %s to template %s: %s", view["name"], template.name, "; ".join(changes) or "nothing to run")
+    return sorted(changed)
+
+
 def _prepare_extend_lease(env: Env, view: dict[str, Any], request: Any, dag_id: str, run_id: str) -> list[str]:
     template = env.catalog.template(view["template"])
     _, maximum, step = template.administration.leaseduration.seconds()
@@ -175,6 +218,7 @@ _PREPARE = {
     "add_services": _prepare_add_services,
     "expand": _prepare_expand,
     "extend_lease": _prepare_extend_lease,
+    "sync": _prepare_sync,
 }
 
 

@@ -113,7 +113,7 @@ def _build(operation: str, graph: _Graph, catalog: Catalog, services: set[str], 
             steps.append(Step(id=f"node.{rest}", kind="node", action=rest, after=()))
         else:
             svc, action = rest.rsplit(".", 1)
-            action = action.removesuffix("_existing")
+            action = action.split("_", 1)[0]  # "configure_existing", "stop_refresh" ...
             steps.append(Step(id=rest, kind="service", action=action, service=svc))
     ids = {n: s.id for n, s in zip(order, steps)}
     steps = [
@@ -302,6 +302,30 @@ def plan_restart(catalog: Catalog, cluster: set[str] | list[str] | tuple[str, ..
         b.chain(svc, ("stop", "start"))
     b.stop_order(chosen)
     b.start_order(chosen, then=("start",))
+    return b.build()
+
+
+def plan_sync(catalog: Catalog, services: set[str] | list[str] | tuple[str, ...]) -> Plan:
+    """Bring a cluster to its template's current version: BOOTSTRAP and create the services the
+    template now adds (``<svc>.install`` ...), then refresh every service with the new config:
+    STOP (dependents first) -> CONFIGURE -> START (``<svc>.stop_refresh`` ...)."""
+    services = _services(catalog, services)
+    b = _Builder(catalog, "sync", services)
+    b.node("bootstrap")
+    for svc in sorted(services):
+        b.chain(svc, CREATE_ACTIONS, after="node:bootstrap")
+    b.install_order(services)
+    b.start_order(services)
+    refresh = {svc: [b.action(svc, a, suffix="_refresh") for a in ("stop", "configure", "start")] for svc in services}
+    for svc, (stop, configure, start) in refresh.items():
+        b.graph.edge(stop, configure)
+        b.graph.edge(configure, start)
+        for other in sorted(services):
+            b.graph.edge(_last_create_step(catalog, other), stop)  # new services are up first
+            b.graph.edge(refresh[other][0], configure)  # every stop before any configure
+        for dep in sorted(_runtime_deps(catalog, services, svc)):
+            b.graph.edge(stop, refresh[dep][0])
+            b.graph.edge(refresh[dep][2], start)
     return b.build()
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from loom.errors import LayoutError, RequestError
 from loom.layout import Layout, NodeSpec
-from loom.merge import deep_merge
+from loom.config import cluster_config
 from loom.names import check_cluster_name
 from loom.spec.checks import provided_names
 from loom.spec.loader import Catalog
@@ -90,7 +90,7 @@ def solve(template: ClusterTemplate, request: CreateRequest, catalog: Catalog) -
         provider=provider,
         services=tuple(sorted(services)),
         nodes=tuple(nodes),
-        config=deep_merge(template.defaults.config, request.config or {}),
+        config=cluster_config(template, services, request.config, catalog),
         dns_suffix=template.defaults.dnsSuffix,
     )
 

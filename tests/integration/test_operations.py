@@ -183,3 +183,51 @@ def test_a_successful_resume_clears_the_failure_marks(env, make_cluster):
     view = settle(env, "configure", "mend", "echo.configure", "c1", [])
     assert view["status"] == "ACTIVE"
     assert [(n["status"], n["message"]) for n in view["nodes"]] == [("RUNNING", ""), ("RUNNING", "")]
+
+
+def _edit_template(env, name: str, old: str, new: str) -> None:
+    from loom.spec.loader import load_catalog
+
+    path = env.catalog.root / "clustertemplates" / f"{name}.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    env.catalog = load_catalog(env.catalog.root)
+    assert env.catalog.problems == []
+
+
+def test_sync_brings_the_cluster_to_the_changed_template(env, make_cluster):
+    make_cluster("synced", 3)
+    _begin(env, "sync", {"cluster": "synced"}, run="s0")
+    assert env.store.operation("synced", "echo.sync", "s0")["params"] == {"new_services": [], "restart": False, "changes": []}
+    settle(env, "sync", "synced", "echo.sync", "s0", [])
+
+    _edit_template(env, "echo", "config: {greeting: 'hi %cluster.name%'}", "config: {greeting: 'hi', color: blue}")
+    _edit_template(env, "echo", "services: [leader, member]", "services: [leader, member, extra]")
+    begun = _begin(env, "sync", {"cluster": "synced"}, run="s1")
+    params = env.store.operation("synced", "echo.sync", "s1")["params"]
+    assert params["new_services"] == ["extra"] and params["restart"] is True
+    assert params["changes"] == ["add extra", "new config"]
+    assert begun.hostnames == ["synced-1", "synced-2", "synced-3"]
+    assert step_nodes(env, "synced", "echo.sync", "s1", "member", "all", "restart") == ["synced-2", "synced-3"]
+    view = settle(env, "sync", "synced", "echo.sync", "s1", [])
+    assert view["config"] == {"greeting": "hi", "color": "blue"}
+    assert view["services"] == ["extra", "leader", "member"]
+
+
+def test_sync_keeps_what_users_configured(env, make_cluster):
+    make_cluster("mine", 2)
+    _begin(env, "configure", {"cluster": "mine", "config": {"greeting": "mine"}}, run="c")
+    settle(env, "configure", "mine", "echo.configure", "c", [])
+    _edit_template(env, "echo", "config: {greeting: 'hi %cluster.name%'}", "config: {greeting: 'new', color: red}")
+    _begin(env, "sync", {"cluster": "mine"}, run="s")
+    assert settle(env, "sync", "mine", "echo.sync", "s", [])["config"] == {"greeting": "mine", "color": "red"}
+
+
+def test_sync_refuses_an_incompatible_template_and_says_why(env, make_cluster):
+    make_cluster("stuck", 3)
+    _edit_template(env, "echo", "size: {min: 2, max: 5}", "size: {min: 2, max: 2}")
+    with pytest.raises(ClusterError, match="cannot be synced to template 'echo': the cluster has 3 nodes; the template allows 2..2"):
+        _begin(env, "sync", {"cluster": "stuck"}, run="s")
+    view = env.store.require("stuck")
+    assert view["status"] == "ACTIVE" and view["busy"] is None and view["operations"][-1]["message"] == "refused"

@@ -149,3 +149,18 @@ def test_start_walks_through_a_dependency_without_start(catalog):
 def test_stop_of_a_service_without_stop_still_orders_the_rest(catalog):
     p = plan_stop(catalog, ["zk", "nostop"], ["zk"])
     assert ids(p) == ["zk.stop"]
+
+
+def test_sync_adds_new_services_then_refreshes_everything(catalog):
+    from loom.planner import plan_sync
+
+    p = plan_sync(catalog, ["base", "zk", "kafka"])
+    well_formed(p)
+    assert ids(p)[0] == "node.bootstrap"
+    refresh = [s for s in p.steps if s.id.endswith("_refresh")]
+    assert {s.id for s in refresh} == {f"{svc}.{a}_refresh" for svc in ("zk", "kafka") for a in ("stop", "configure", "start")}
+    assert {s.action for s in refresh} == {"stop", "configure", "start"}
+    assert before(p, "kafka.start", "zk.stop_refresh")  # the new services are up first
+    assert before(p, "kafka.stop_refresh", "zk.stop_refresh")  # dependents stop first
+    assert before(p, "zk.stop_refresh", "kafka.configure_refresh")  # every stop before any configure
+    assert before(p, "zk.start_refresh", "kafka.start_refresh")  # dependencies start first

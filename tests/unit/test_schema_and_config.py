@@ -81,3 +81,15 @@ def test_request_may_add_keys_beside_immutable_ones(tmp_path):
     catalog = _catalog(tmp_path)
     config = cluster_config(catalog.clustertemplates["t"], ["web"], {"tls": {"cert": "x"}}, catalog)
     assert config["tls"] == {"on": True, "cert": "x"}
+
+
+def test_solver_applies_service_defaults_and_refuses_immutable_overrides(tmp_path):
+    from loom.solver import solve
+    from loom.spec.models import CreateRequest
+
+    catalog = _catalog(tmp_path)
+    t = catalog.clustertemplates["t"]
+    layout = solve(t, CreateRequest(cluster="cc", size=1), catalog)
+    assert layout.config["db"] == {"port": 5432} and layout.config["tls"] == {"on": True}
+    with pytest.raises(RequestError, match="fixed by immutable partial"):
+        solve(t, CreateRequest(cluster="cc", size=1, config={"tls": {"on": False}}), catalog)

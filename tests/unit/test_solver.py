@@ -92,7 +92,7 @@ def test_dask_layout(shipped, size):
     assert {(n.hardwaretype, n.imagetype, n.flavor, n.image, n.sshuser) for n in layout.nodes} == {
         ("small", "debian", "local-small", "host", "root")
     }
-    assert layout.config == {"dask": {"pip_spec": "dask[distributed]==2026.8.0", "worker_threads": 2}}
+    assert layout.config == {"dask": {"pip_spec": "dask[distributed]==2026.8.0", "worker_threads": 2, "memory_limit": "auto"}}
     assert layout.dns_suffix is None
 
 
@@ -113,7 +113,7 @@ def test_dask_default_size_is_template_minimum(shipped):
 def test_request_config_is_deep_merged_over_defaults(shipped):
     template = shipped.template("dask")
     layout = solve(template, request("demo", size=2, config={"dask": {"worker_threads": 8}, "x": 1}), shipped)
-    assert layout.config == {"dask": {"pip_spec": "dask[distributed]==2026.8.0", "worker_threads": 8}, "x": 1}
+    assert layout.config == {"dask": {"pip_spec": "dask[distributed]==2026.8.0", "worker_threads": 8, "memory_limit": "auto"}, "x": 1}
     assert template.defaults.config["dask"]["worker_threads"] == 2
 
 

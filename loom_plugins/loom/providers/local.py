@@ -64,6 +64,7 @@ class LocalNodeDriver(NodeDriver):
         state_dir: str | Path,
         ssh_port: int = 2222,
         pip_cache: str | Path | None = None,
+        boot_delay: float = 0,
         **_: Any,
     ):
         super().__init__(key or "local")
@@ -72,6 +73,8 @@ class LocalNodeDriver(NodeDriver):
         self.ssh_port = int(ssh_port)
         # Shared by the nodes' pip (like a package mirror would be), so installs stay fast.
         self.pip_cache = Path(pip_cache) if pip_cache else Path(state_dir) / "cache" / "pip"
+        # Seconds a node takes to "boot" before its sshd starts, like a cloud VM (demos, tests).
+        self.boot_delay = float(boot_delay)
 
     # --- libcloud API ------------------------------------------------------------------
     def list_sizes(self, location: Any = None) -> list[NodeSize]:
@@ -250,11 +253,12 @@ class LocalNodeDriver(NodeDriver):
             "--",
             "/bin/sh",
             "-c",
-            'hostname "$1" && exec "$2" -D -e -f "$3"',
+            'sleep "$4" && hostname "$1" && exec "$2" -D -e -f "$3"',
             "loom-node",
             name,
             SSHD,
             str(config),
+            str(self.boot_delay),
         ]
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True
@@ -277,7 +281,7 @@ class LocalNodeDriver(NodeDriver):
         return info
 
     def _wait_listening(self, info: dict[str, Any], timeout: float = 20.0) -> Node:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout + self.boot_delay
         while time.monotonic() < deadline:
             if not self._alive(info):
                 break

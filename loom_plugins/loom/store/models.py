@@ -70,6 +70,8 @@ class Cluster(Base):
     busy_dag_id: Mapped[str | None] = mapped_column(String(250), nullable=True)
     busy_run_id: Mapped[str | None] = mapped_column(String(250), nullable=True)
     busy_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The template as it was when the cluster was made or last synced (for ``sync``).
+    template_snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     nodes: Mapped[list[Node]] = relationship(back_populates="cluster", order_by="Node.number")
     operations: Mapped[list[Operation]] = relationship(back_populates="cluster", order_by="Operation.id")

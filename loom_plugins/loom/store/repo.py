@@ -100,7 +100,14 @@ class Store:
 
     # --- operations ----------------------------------------------------------------------
     def begin_create(
-        self, layout: Layout, dag_id: str, run_id: str, owner: str, lease_expires_at: datetime | None = None
+        self,
+        layout: Layout,
+        dag_id: str,
+        run_id: str,
+        owner: str,
+        lease_expires_at: datetime | None = None,
+        template_snapshot: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Record a new PENDING cluster with its planned nodes; a retry of the same run is a no-op."""
         try:
@@ -126,13 +133,14 @@ class Store:
                     config=layout.config,
                     dns_suffix=layout.dns_suffix,
                     lease_expires_at=lease_expires_at,
+                    template_snapshot=template_snapshot,
                     busy_dag_id=dag_id,
                     busy_run_id=run_id,
                     busy_since=utcnow(),
                 )
                 cluster.nodes = [_node_row(n, run_id) for n in layout.nodes]
                 cluster.operations = [
-                    Operation(operation="create", dag_id=dag_id, run_id=run_id, triggered_by=owner, params={})
+                    Operation(operation="create", dag_id=dag_id, run_id=run_id, triggered_by=owner, params=params or {})
                 ]
                 s.add(cluster)
                 s.flush()
@@ -341,6 +349,7 @@ def _view(cluster: Cluster) -> dict[str, Any]:
         "created_at": _iso(cluster.created_at),
         "lease_expires_at": _iso(cluster.lease_expires_at),
         "busy": f"{cluster.busy_dag_id}/{cluster.busy_run_id}" if cluster.busy_run_id else None,
+        "template_snapshot": cluster.template_snapshot,
         "nodes": [
             {
                 "number": n.number,

@@ -13,6 +13,7 @@ if [ "$role" = scheduler ]; then
   ready='Scheduler at:'
 else
   setsid "$HOME/venv/bin/dask" worker "$SCHEDULER" --host "$IP" --name "$NAME" --nthreads "$THREADS" \
+    --memory-limit "${MEMORY:-auto}" \
     --nworkers 1 --local-directory "$HOME/dask/work" >"$log" 2>&1 </dev/null & echo $! >"$pidfile"
   ready='Registered to:'
 fi

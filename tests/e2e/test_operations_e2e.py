@@ -77,12 +77,27 @@ def test_every_operation_on_a_dask_cluster(e2e):
     labels = sorted(t["rendered_map_index"] for t in e2e.task_instances("dask.expand", run_id) if t["task_id"] == "node.create")
     assert labels == [f"{name}-3", f"{name}-4"]
 
-    # restart everything; every operation is in the cluster's history
+    # restart everything
     _, state = e2e.run("dask.restart_services", {"cluster": name})
     assert state == "success" and len(_wait_workers(name, 3)) == 3
+
+    # the admin changes the template; sync brings the live cluster to it
+    template = e2e.templates / "clustertemplates" / "dask.yaml"
+    template.write_text(template.read_text().replace("memory_limit: auto", "memory_limit: 1GiB"))
+    _, state = e2e.run("dask.sync", {"cluster": name})
+    assert state == "success"
+    assert _view(name)["config"]["dask"]["memory_limit"] == "1GiB"
+    assert _view(name)["config"]["dask"]["worker_threads"] == 3  # what the user configured stays
+    with _client(name) as client:
+        client.wait_for_workers(3, timeout=60)
+        limits = {w["name"]: w["memory_limit"] for w in client.scheduler_info()["workers"].values()}
+    assert limits == {f"{name}-{i}": 2**30 for i in (2, 3, 4)}
+
+    # every operation is in the cluster's history
     ops = [(o["operation"], o["state"]) for o in _view(name)["operations"]]
     assert ops == [(op, "COMPLETE") for op in (
-        "create", "add_services", "stop_services", "start_services", "configure", "expand", "restart_services")]
+        "create", "add_services", "stop_services", "start_services", "configure", "expand", "restart_services",
+        "sync")]
     assert all(o["triggered_by"] == "admin" and o["ended_at"] for o in _view(name)["operations"])
 
 
@@ -172,3 +187,51 @@ def test_expired_lease_is_deleted_by_the_janitor(e2e):
         time.sleep(2)
     assert runs and runs[0]["state"] == "success"
     assert _view(name)["status"] == "TERMINATED" and e2e.nodes(name) == []
+
+
+def _task_process(ti_id: str) -> int | None:
+    """The process running a task instance: LocalExecutor's worker (the supervisor, titled
+    with the id) forks it, and it carries the id too."""
+    import subprocess
+
+    rows = [line.split(None, 2) for line in subprocess.run(
+        ["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout.splitlines()]
+    carrying = {int(pid): int(ppid) for pid, ppid, *args in rows if args and ti_id in args[0]}
+    children = [pid for pid, ppid in carrying.items() if ppid in carrying]
+    return children[0] if children else None
+
+
+def test_a_task_killed_mid_provisioning_retries_without_duplicates_or_leaks(e2e):
+    import os
+    import signal
+    import subprocess
+
+    name = "e2e-killed"
+    run_id = e2e.trigger("slow.create", {"cluster": name, "size": 2})
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline:
+        for ti in e2e.task_instances("slow.create", run_id):
+            if ti["task_id"] == "node.create" and ti["state"] == "running":
+                victim = (ti, _task_process(ti["id"]))
+                if victim[1] is None:
+                    victim = None
+                break
+        time.sleep(0.5)
+    assert victim is not None, "never saw node.create running"
+    ti, pid = victim
+    time.sleep(2)  # the machine is being made: its sshd is booting
+    assert len(e2e.nodes(name)) >= 1
+    os.kill(pid, signal.SIGKILL)
+
+    assert e2e.wait("slow.create", run_id) == "success"
+    again = next(t for t in e2e.task_instances("slow.create", run_id)
+                 if t["task_id"] == "node.create" and t["map_index"] == ti["map_index"])
+    assert again["try_number"] >= 2  # it was retried
+    view = _view(name)
+    assert view["status"] == "ACTIVE" and len(view["nodes"]) == 2
+    assert sorted(n.name for n in e2e.nodes(name)) == [f"{name}-1", f"{name}-2"]  # no duplicate machine
+    sshd = subprocess.run(["pgrep", "-f", f"sshd -D -e -f .*/nodes/{name}-"], capture_output=True, text=True).stdout.split()
+    assert len(sshd) == 2, sshd  # one sshd per node: the killed attempt's machine did not leak
+    _, state = e2e.run("slow.delete", {"cluster": name})
+    assert state == "success" and e2e.nodes(name) == []
