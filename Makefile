@@ -8,7 +8,7 @@ export LOOM_ROOT := $(CURDIR)
 export AIRFLOW_HOME := $(CURDIR)/state/airflow
 export AIRFLOW_CONFIG := $(CURDIR)/airflow.cfg
 
-.PHONY: run test test-unit stop install os-deps bench clean-state
+.PHONY: run test test-unit stop install os-deps bench bench-solver clean-state
 
 run: install
 	$(VENV)/bin/loom demo
@@ -24,6 +24,9 @@ stop:
 
 bench: install
 	$(VENV)/bin/python bench/stack.py
+
+bench-solver: install
+	$(VENV)/bin/python bench/solver.py
 
 install: os-deps $(VENV)/.installed
 

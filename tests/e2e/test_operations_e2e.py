@@ -101,12 +101,16 @@ def test_every_operation_on_a_dask_cluster(e2e):
     assert all(o["triggered_by"] == "admin" and o["ended_at"] for o in _view(name)["operations"])
 
 
+def _wait_until(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def test_two_operations_at_once_one_is_refused(e2e):
     name = "e2e-ops"
     first = e2e.trigger("dask.restart_services", {"cluster": name})
-    deadline = time.monotonic() + 60
-    while _view(name)["busy"] is None and time.monotonic() < deadline:
-        time.sleep(0.5)
+    _wait_until(lambda: _view(name)["busy"] is not None)
     second, state2 = e2e.run("dask.stop_services", {"cluster": name})
     assert e2e.wait("dask.restart_services", first) == "success"
     assert state2 == "failed"
@@ -119,13 +123,9 @@ def test_two_operations_at_once_one_is_refused(e2e):
 def test_a_run_marked_failed_by_hand_releases_the_cluster(e2e):
     name = "e2e-ops"
     run_id = e2e.trigger("dask.restart_services", {"cluster": name})
-    deadline = time.monotonic() + 60
-    while _view(name)["busy"] is None and time.monotonic() < deadline:
-        time.sleep(0.5)
+    _wait_until(lambda: _view(name)["busy"] is not None)
     e2e.request("PATCH", f"/api/v2/dags/dask.restart_services/dagRuns/{quote(run_id, safe='')}", {"state": "failed"})
-    deadline = time.monotonic() + 60
-    while _view(name)["busy"] is not None and time.monotonic() < deadline:
-        time.sleep(0.5)
+    _wait_until(lambda: _view(name)["busy"] is None)
     view = _view(name)
     assert view["busy"] is None
     assert view["operations"][-1]["state"] == "FAILED"
@@ -191,34 +191,66 @@ def test_expired_lease_is_deleted_by_the_janitor(e2e):
 
 def _task_process(ti_id: str) -> int | None:
     """The process running a task instance: LocalExecutor's worker (the supervisor, titled
-    with the id) forks it, and it carries the id too."""
-    import subprocess
+    with the id) forks it, and it carries the id too. Read from /proc (ps truncates titles)."""
+    from pathlib import Path
 
-    rows = [line.split(None, 2) for line in subprocess.run(
-        ["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout.splitlines()]
-    carrying = {int(pid): int(ppid) for pid, ppid, *args in rows if args and ti_id in args[0]}
+    carrying = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ti_id in title:
+            carrying[int(proc.name)] = ppid
     children = [pid for pid, ppid in carrying.items() if ppid in carrying]
     return children[0] if children else None
+
+
+def _listeners(path_part: str) -> list[str]:
+    """Live sshd listeners whose config path contains ``path_part`` (not the short-lived
+    per-connection children, which carry their listener's title until they rename themselves)."""
+    from pathlib import Path
+
+    from loom.procs import process_alive
+
+    def title(pid: str) -> str:
+        try:
+            return (Path("/proc") / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return ""
+
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        name = title(proc.name)
+        if not (name.startswith("sshd: ") and "[listener]" in name and path_part in name):
+            continue
+        try:
+            parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+        except (OSError, IndexError):
+            continue
+        if process_alive(int(proc.name)) and not title(parent).startswith("sshd: "):
+            found.append(name)
+    return found
 
 
 def test_a_task_killed_mid_provisioning_retries_without_duplicates_or_leaks(e2e):
     import os
     import signal
-    import subprocess
 
     name = "e2e-killed"
     run_id = e2e.trigger("slow.create", {"cluster": name, "size": 2})
-    victim = None
+    victim, seen = None, []
     deadline = time.monotonic() + 120
     while victim is None and time.monotonic() < deadline:
         for ti in e2e.task_instances("slow.create", run_id):
-            if ti["task_id"] == "node.create" and ti["state"] == "running":
-                victim = (ti, _task_process(ti["id"]))
-                if victim[1] is None:
-                    victim = None
-                break
+            if ti["task_id"] == "node.create":
+                seen.append((ti["map_index"], ti["state"], ti["id"]))
+                if ti["state"] == "running" and _task_process(ti["id"]):
+                    victim = (ti, _task_process(ti["id"]))
+                    break
         time.sleep(0.5)
-    assert victim is not None, "never saw node.create running"
+    assert victim is not None, f"never saw node.create running in a process: {sorted(set(seen))}"
     ti, pid = victim
     time.sleep(2)  # the machine is being made: its sshd is booting
     assert len(e2e.nodes(name)) >= 1
@@ -231,7 +263,7 @@ def test_a_task_killed_mid_provisioning_retries_without_duplicates_or_leaks(e2e)
     view = _view(name)
     assert view["status"] == "ACTIVE" and len(view["nodes"]) == 2
     assert sorted(n.name for n in e2e.nodes(name)) == [f"{name}-1", f"{name}-2"]  # no duplicate machine
-    sshd = subprocess.run(["pgrep", "-f", f"sshd -D -e -f .*/nodes/{name}-"], capture_output=True, text=True).stdout.split()
-    assert len(sshd) == 2, sshd  # one sshd per node: the killed attempt's machine did not leak
+    listeners = _listeners(f"/nodes/{name}-")
+    assert len(listeners) == 2, listeners  # one sshd per node: the killed attempt's machine did not leak
     _, state = e2e.run("slow.delete", {"cluster": name})
-    assert state == "success" and e2e.nodes(name) == []
+    assert state == "success" and e2e.nodes(name) == [] and _listeners(f"/nodes/{name}-") == []

@@ -156,28 +156,26 @@ def load_catalog(root: str | Path) -> Catalog:
     return catalog
 
 
+def _drop_invalid(catalog: Catalog, kind: str, check: Any) -> None:
+    """Run ``check(catalog, entity)`` on every entity of ``kind``; drop those with problems."""
+    entities = getattr(catalog, kind)
+    for name in list(entities):
+        problems = check(catalog, entities[name])
+        if problems:
+            catalog.problems.extend(problems)
+            del entities[name]
+
+
 def _check_building_blocks(catalog: Catalog) -> None:
     from loom.spec.checks import check_partial, check_service, check_service_graph
 
-    for name in list(catalog.services):
-        problems = check_service(catalog, catalog.services[name])
-        if problems:
-            catalog.problems.extend(problems)
-            del catalog.services[name]
+    _drop_invalid(catalog, "services", check_service)
     for name in check_service_graph(catalog):
         catalog.services.pop(name, None)
-    for name in list(catalog.partialtemplates):
-        problems = check_partial(catalog, catalog.partialtemplates[name])
-        if problems:
-            catalog.problems.extend(problems)
-            del catalog.partialtemplates[name]
+    _drop_invalid(catalog, "partialtemplates", check_partial)
 
 
 def _check_templates(catalog: Catalog) -> None:
     from loom.spec.checks import check_template
 
-    for name in list(catalog.clustertemplates):
-        problems = check_template(catalog, catalog.clustertemplates[name])
-        if problems:
-            catalog.problems.extend(problems)
-            del catalog.clustertemplates[name]
+    _drop_invalid(catalog, "clustertemplates", check_template)
