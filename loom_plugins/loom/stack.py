@@ -191,7 +191,7 @@ class Stack:
         for attempt in range(3):
             req = urllib.request.Request(self.api + path, data=data, method=method, headers=headers)
             try:
-                with urllib.request.urlopen(req, timeout=30) as resp:
+                with urllib.request.urlopen(req, timeout=90) as resp:  # > SQLite's 60 s busy timeout
                     text = resp.read().decode()
                 return json.loads(text) if text else None
             except urllib.error.HTTPError as exc:

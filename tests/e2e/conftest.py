@@ -89,7 +89,9 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     stack = Stack()
     try:
         stack.start(wait=240)
-        yield E2E(root=root, templates=templates, stack=stack, token=stack.token())
+        token = stack.token()
+        _wait_for_first_parse(stack, token, templates)
+        yield E2E(root=root, templates=templates, stack=stack, token=token)
     finally:
         _destroy_leftovers(root / "state")
         stack.stop()
@@ -98,6 +100,23 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _wait_for_first_parse(stack, token: str, templates: Path, timeout: float = 300) -> None:
+    """Until every DAG the templates give is registered: the dag-processor's first parse writes
+    them all to SQLite, and requests made meanwhile wait behind its lock."""
+    import time
+
+    from loom.dag_factory import OPERATIONS
+    from loom.spec.loader import load_catalog
+
+    expected = len(load_catalog(templates).clustertemplates) * len(OPERATIONS) + 1  # + loom.janitor
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stack.request("GET", "/api/v2/dags?limit=1&tags=loom", token=token)["total_entries"] >= expected:
+            return
+        time.sleep(2)
+    raise TimeoutError(f"the dag-processor did not register {expected} DAGs within {timeout:.0f} s")
 
 
 def _destroy_leftovers(state: Path) -> None:
