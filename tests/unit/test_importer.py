@@ -23,7 +23,7 @@ from loom.spec.models import CreateRequest
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "coopr" / "hadoop-export.json"
-BASH = shutil.which("bash")
+BASH = shutil.which("bash") or "/bin/bash"  # the project needs bash (the Makefile runs it)
 
 
 def read(root: Path, rel: str) -> dict[str, Any]:
@@ -136,7 +136,6 @@ def test_sample_layout_satisfies_constraints(sample: tuple[Path, ImportReport]) 
     assert namenode.hardwaretype == "large" and namenode.flavor == "m1.large"
 
 
-@pytest.mark.skipif(BASH is None or shutil.which("python3") is None, reason="needs bash and python3")
 def test_generated_chef_script_runs_chef_solo_with_merged_attributes(sample: tuple[Path, ImportReport], tmp_path: Path) -> None:
     out, _ = sample
     catalog = load_catalog(out)
@@ -240,7 +239,6 @@ def shell_service(script: str = "/var/cache/coopr/shell_automator/scripts/setup_
     }
 
 
-@pytest.mark.skipif(BASH is None, reason="needs bash")
 def test_missing_shell_script_is_reported_and_the_stub_fails(tmp_path: Path) -> None:
     out = tmp_path / "templates"
     report = import_export(shell_service(), out)
