@@ -18,7 +18,6 @@ from airflow.sdk import BaseOperator, TriggerRule
 log = logging.getLogger(__name__)
 
 HOSTNAME_LABEL = "{{ task.hostname }}"  # map_index_template: the UI labels mapped tasks by node
-FAILED_STATES = ("failed", "upstream_failed")
 
 
 def _conf(context: Any) -> dict[str, Any]:

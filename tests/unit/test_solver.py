@@ -6,7 +6,7 @@ from itertools import combinations, combinations_with_replacement, product
 from pathlib import Path
 
 import pytest
-from helpers import cluster_template, service, write_templates
+from helpers import assert_valid, cluster_template, service, write_templates
 
 from loom.errors import LayoutError, RequestError
 from loom.layout import Layout
@@ -19,46 +19,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def check_layout(template: ClusterTemplate, layout: Layout, catalog: Catalog, size: int) -> None:
-    """Assert that ``layout`` satisfies every rule of LOOM_SEMANTICS.md's layout solver."""
-    services = set(layout.services)
-    c = template.constraints
-    provider = layout.provider
+    """Assert that ``layout`` satisfies every rule of LOOM_SEMANTICS.md's layout solver, and that a
+    new cluster's nodes are numbered 1..size."""
     assert len(layout.nodes) == size
     assert [n.number for n in layout.nodes] == list(range(1, size + 1))
     assert [n.hostname for n in layout.nodes] == [f"{layout.cluster}-{i}" for i in range(1, size + 1)]
-    constrained = set(c.services)
-    for group in c.layout.cantcoexist + c.layout.mustcoexist:
-        constrained.update(group)
-    for node in layout.nodes:
-        on = set(node.services)
-        assert on <= services, node
-        assert list(node.services) == sorted(node.services)
-        for svc in services - constrained:
-            assert svc in on, f"unconstrained {svc!r} missing from {node.hostname}"
-        for group in c.layout.cantcoexist:
-            present = set(group) & services
-            assert not (len(present) > 1 and present <= on), f"{node.hostname} holds all of {present}"
-        for group in c.layout.mustcoexist:
-            present = set(group) & services
-            assert not (present & on) or present <= on, f"{node.hostname} holds part of {present}"
-        for svc in on:
-            sc = c.services.get(svc)
-            if sc and sc.hardwaretypes:
-                assert node.hardwaretype in sc.hardwaretypes, (node, svc)
-            if sc and sc.imagetypes:
-                assert node.imagetype in sc.imagetypes, (node, svc)
-        hw = catalog.hardwaretypes[node.hardwaretype].providermap[provider]
-        im = catalog.imagetypes[node.imagetype].providermap[provider]
-        assert (node.flavor, node.image, node.sshuser) == (hw.flavor, im.image, im.sshuser)
-        for kind, value in (("hardwaretypes", node.hardwaretype), ("imagetypes", node.imagetype)):
-            allowed = getattr(template.compatibility, kind)
-            assert not allowed or value in allowed
-    for svc in services:
-        count = len(layout.nodes_with(svc))
-        q = c.services[svc].quantities if svc in c.services else None
-        lo = q.min if q and q.min is not None else 1
-        hi = q.max if q and q.max is not None else size
-        assert lo <= count <= hi, f"{svc}: {count} nodes, wanted {lo}..{hi}"
+    assert_valid(template, layout, catalog)
 
 
 def request(cluster: str = "demo", **kw) -> CreateRequest:

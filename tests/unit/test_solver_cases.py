@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import cluster_template
+from helpers import assert_valid, cluster_template
 
 from loom.errors import LayoutError, RequestError
 from loom.layout import Layout, NodeSpec
@@ -47,47 +47,6 @@ def make_catalog(templates: list[dict[str, Any]], services: list[str] = SERVICE_
 
 def template(services: list[str], name: str = "t", **kw: Any) -> dict[str, Any]:
     return cluster_template(name, services, **kw)
-
-
-def constrained_services(template: ClusterTemplate) -> set[str]:
-    c = template.constraints
-    named = set(c.services)
-    for group in c.layout.cantcoexist + c.layout.mustcoexist:
-        named.update(group)
-    return named
-
-
-def assert_valid(template: ClusterTemplate, layout: Layout, catalog: Catalog) -> None:
-    """Every rule of the layout solver holds on ``layout`` (whatever produced it)."""
-    c = template.constraints
-    services = set(layout.services)
-    size = len(layout.nodes)
-    free = services - constrained_services(template)
-    assert len({n.number for n in layout.nodes}) == size
-    for node in layout.nodes:
-        on = set(node.services)
-        assert node.hostname == f"{layout.cluster}-{node.number}"
-        assert list(node.services) == sorted(on) and on <= services and on, node
-        assert free <= on, f"{node.hostname} lacks services that go everywhere: {free - on}"
-        for group in c.layout.cantcoexist:
-            present = set(group) & services
-            assert not (len(present) > 1 and present <= on), f"{node.hostname} holds all of {present}"
-        for group in c.layout.mustcoexist:
-            present = set(group) & services
-            assert not (present & on) or present <= on, f"{node.hostname} holds part of {present}"
-        for svc in on:
-            sc = c.services.get(svc)
-            assert not (sc and sc.hardwaretypes) or node.hardwaretype in sc.hardwaretypes, (node, svc)
-            assert not (sc and sc.imagetypes) or node.imagetype in sc.imagetypes, (node, svc)
-        hw = catalog.hardwaretypes[node.hardwaretype].providermap[layout.provider]
-        im = catalog.imagetypes[node.imagetype].providermap[layout.provider]
-        assert (node.flavor, node.image, node.sshuser) == (hw.flavor, im.image, im.sshuser)
-    for svc in services:
-        count = len(layout.nodes_with(svc))
-        q = c.services[svc].quantities if svc in c.services else None
-        lo = q.min if q and q.min is not None else 1
-        hi = q.max if q and q.max is not None else size
-        assert lo <= count <= hi, f"{svc}: {count} nodes, wanted {lo}..{hi}"
 
 
 def create(catalog: Catalog, size: int, name: str = "t", **kw: Any) -> Layout:

@@ -14,7 +14,8 @@ from typing import Any
 
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
-from test_solver_cases import assert_valid, constrained_services, make_catalog
+from helpers import assert_valid, constrained_services
+from test_solver_cases import make_catalog
 
 from loom.errors import LayoutError
 from loom.layout import Layout
