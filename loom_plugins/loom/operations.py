@@ -297,6 +297,9 @@ def run_ended(env: Env, operation: str, cluster: str, dag_id: str, run_id: str, 
     if op is None:
         return
     if op["state"] == OperationState.RUNNING.value:
+        # Ended without its finish step (by hand, or by the janitor): a task of that run still
+        # starting must not take the cluster back; a run failed by its finish stays resumable.
+        env.store.set_params(cluster, dag_id, run_id, {"closed_outside": True})
         if succeeded:
             env.store.finish(cluster, dag_id, run_id, status=None, state=OperationState.COMPLETE, message=why)
         else:

@@ -170,6 +170,10 @@ def test_a_run_that_ends_without_its_finish_step_frees_the_cluster(env, make_clu
     assert view["busy"] is None and view["status"] == "INCONSISTENT"
     assert view["operations"][-1]["state"] == "FAILED"
     assert "manually set" in view["operations"][-1]["message"]
+    # a task of that run that was still starting must not take the cluster back
+    with pytest.raises(ClusterError, match="was ended outside Loom"):
+        env.store.hold("lost", "echo.configure", "gone")
+    assert env.store.require("lost")["busy"] is None
 
 
 def test_a_successful_resume_clears_the_failure_marks(env, make_cluster):

@@ -196,8 +196,12 @@ class Store:
             if cluster.busy_run_id and (cluster.busy_dag_id, cluster.busy_run_id) != (dag_id, run_id):
                 raise ClusterError(f"cluster {name!r} is busy with {cluster.busy_dag_id}/{cluster.busy_run_id}: wait for it to finish")
             if not cluster.busy_run_id:
-                cluster.busy_dag_id, cluster.busy_run_id, cluster.busy_since = dag_id, run_id, utcnow()
                 op = next((o for o in cluster.operations if o.dag_id == dag_id and o.run_id == run_id), None)
+                if op is not None and (op.params or {}).get("closed_outside"):
+                    raise ClusterError(
+                        f"{dag_id}/{run_id} was ended outside Loom ({op.message}); trigger a new operation"
+                    )
+                cluster.busy_dag_id, cluster.busy_run_id, cluster.busy_since = dag_id, run_id, utcnow()
                 if op is not None and op.state != OperationState.RUNNING.value:
                     op.state, op.ended_at = OperationState.RUNNING.value, None  # resumed
 
