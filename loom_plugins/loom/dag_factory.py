@@ -12,7 +12,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
+from airflow.sdk import DAG, AssetAlias, Param, TaskGroup, TriggerRule
 
 from loom import operators as ops
 from loom.names import CLUSTER_NAME_RE
@@ -100,10 +100,21 @@ def _doc(template: ClusterTemplate, operation: str, the_plan: Plan) -> str:
         f"# {template.label or template.name}: {operation}\n\n{template.description}\n\n{OPERATION_DOCS[operation]}\n\n"
         f"## Steps\n`plan` first, `finish` last (it records the outcome and frees the cluster).\n\n{steps}\n\n"
         f"## Trigger\n```\n{conf}\n```\n"
-        "A bad conf is refused (HTTP 400, or a failed `plan` step) before anything changes; one operation "
+        + _hooks_doc(template, operation)
+        + "A bad conf is refused (HTTP 400, or a failed `plan` step) before anything changes; one operation "
         "runs on a cluster at a time. Resume a failed run by clearing its failed task(s). "
         "`loom cluster show <name>` shows the cluster's state and history."
     )
+
+
+def _hooks_doc(template: ClusterTemplate, operation: str) -> str:
+    from loom.hooks import PHASES, hooks_for
+
+    lines = [f"- `hooks.{p}`: {len(hooks_for(template, operation, p))} hook(s)" for p in PHASES
+             if hooks_for(template, operation, p)]
+    event = ("On success, `finish` emits an Asset event for `loom://clusters/<cluster>`.\n\n"
+             if operation in ("create", "expand", "delete") else "")
+    return (("## Lifecycle hooks\n" + "\n".join(lines) + "\n\n") if lines else "") + event
 
 
 def operation_params(operation: str, template: ClusterTemplate, catalog: Catalog) -> dict[str, Param]:
@@ -160,6 +171,8 @@ def _gate(operation: str, step: Step) -> str | None:
         return "membership"
     if operation == "sync":
         return "restart" if step.id.endswith("_refresh") else "new_services"
+    if operation == "delete" and step.action == "remove":
+        return "reused"
     return None
 
 
@@ -238,10 +251,30 @@ def build_operation_dag(template: ClusterTemplate, catalog: Catalog, operation: 
         for step in dag_plan.steps:
             for before in step.after:
                 tasks[before] >> tasks[step.id]
-        finish = ops.FinishOperator(task_id="finish", template=name, operation=operation)
+        outlets = [AssetAlias(ops.CLUSTERS_ALIAS)] if operation in ops.EVENT_OPERATIONS else []
+        finish = ops.FinishOperator(task_id="finish", template=name, operation=operation, outlets=outlets)
         begin >> finish
         list(tasks.values()) >> finish
+        _hook_tasks(template, operation, begin, finish)
     return dag
+
+
+def _hook_tasks(template: ClusterTemplate, operation: str, begin: Any, finish: Any) -> None:
+    """``hooks.on_start`` before ``plan`` (a veto stops everything), ``hooks.on_success`` /
+    ``hooks.on_failure`` after ``finish``; only the phases the template has hooks for."""
+    from loom.hooks import PHASES, hooks_for
+
+    phases = [p for p in PHASES if hooks_for(template, operation, p)]
+    if not phases:
+        return
+    with TaskGroup(group_id="hooks", tooltip="the template's lifecycle hooks"):
+        for phase in phases:
+            task = ops.HookOperator(task_id=phase, phase=phase, template=template.name, operation=operation)
+            if phase == "on_start":
+                task >> begin
+                task >> finish  # a veto still reaches finish (all_done), which says so
+            else:
+                finish >> task
 
 
 OPERATIONS = (

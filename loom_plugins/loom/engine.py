@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from loom.errors import ActionError, ClusterError, ProviderError, RequestError
 from loom.layout import Layout, NodeSpec
-from loom.macros import MacroContext, expand, expand_config
+from loom.macros import MacroContext, expand_config
 from loom.names import check_cluster_name
 from loom.settings import Settings, load_settings
 from loom.spec.loader import Catalog, load_catalog
@@ -109,6 +109,26 @@ def begin_create(env: Env, template: str, conf: dict[str, Any], dag_id: str, run
     return view
 
 
+def begin_create_preview(env: Env, template: str, conf: dict[str, Any], dag_id: str) -> dict[str, Any]:
+    """What ``begin_create`` would record, recording nothing (for ``on_start`` hooks): the
+    request validated, the name checked free, the layout solved (the solver is deterministic)."""
+    from loom.solver import solve
+
+    request = parse_request(CreateRequest, conf, f"{dag_id} conf")
+    live = env.store.get(request.cluster)
+    if live is not None and live["status"] != ClusterStatus.TERMINATED.value:
+        raise ClusterError(f"cluster {request.cluster!r} already exists ({live['status']}): choose another name")
+    spec = env.catalog.template(template)
+    layout = solve(spec, request, env.catalog)
+    lease_expiry(spec, request.lease)
+    return {
+        "name": request.cluster,
+        "template": template,
+        "nodes": [{"hostname": n.hostname, "ip": None, "port": None, "services": list(n.services),
+                   "status": "PLANNED", "message": ""} for n in layout.nodes],
+    }
+
+
 def lease_expiry(template: Any, requested: str | int | None) -> datetime | None:
     """Loom's rule: expiry = now + initial (a request may ask for less, or up to max); 0 = never."""
     from loom.durations import format_duration, parse_duration
@@ -125,35 +145,100 @@ def nodes_with_service(env: Env, cluster: str, service: str | None) -> list[str]
     return [n["hostname"] for n in view["nodes"] if service is None or service in n["services"]]
 
 
-def provision_node(env: Env, cluster: str, hostname: str) -> dict[str, Any]:
-    """Create the node's machine (or find the one a previous try made) and record its address."""
-    from libcloud.compute.base import NodeAuthSSHKey, NodeImage, NodeSize
-
-    from loom.providers import compute_driver
-
-    view = env.store.require(cluster)
-    node = _node(view, hostname)
+def _provider_spec(env: Env, view: dict[str, Any]) -> Any:
     provider = env.catalog.providers.get(view["provider"])
     if provider is None:
-        raise ProviderError(f"cluster {cluster!r}: provider {view['provider']!r} is not in the catalog")
-    driver = compute_driver(provider, env.settings)
+        raise ProviderError(f"cluster {view['name']!r}: provider {view['provider']!r} is not in the catalog")
+    return provider
+
+
+def machines(env: Env, view: dict[str, Any], conn: Any = None) -> Any:
+    """The cluster's provider (``loom.providers.base.Machines``)."""
+    from loom.providers import machines_for
+
+    return machines_for(_provider_spec(env, view), env.settings, conn=conn, store=env.store)
+
+
+def machine_request(env: Env, view: dict[str, Any], hostname: str) -> Any:
+    from loom.providers.base import MachineRequest
+
+    node = _node(view, hostname)
+    return MachineRequest(
+        provider=view["provider"], cluster=view["name"], cluster_id=int(view["id"]), hostname=hostname,
+        number=int(node["number"]), flavor=node["flavor"], image=node["image"], sshuser=node["sshuser"],
+        public_key=_public_key(env, view),
+    )
+
+
+def _public_key(env: Env, view: dict[str, Any]) -> str:
+    path = env.key_file(view).with_suffix(".pub")
+    return path.read_text().strip() if path.exists() else ""  # gone once a cluster is deleted
+
+
+def _record_machine(env: Env, view: dict[str, Any], hostname: str, machine: Any, status: str) -> None:
+    node = _node(view, hostname)
+    fields: dict[str, Any] = {"provider_id": machine.id, "status": status}
+    if machine.ip:
+        fields.update(ip=machine.ip, port=machine.port)
+    if machine.host_key and machine.host_key != node["host_key"]:
+        fields["host_key"] = machine.host_key
+    if machine.user and machine.user != node["sshuser"]:
+        fields["sshuser"] = machine.user
+    env.store.update_node(view["name"], hostname, **fields)
+
+
+def provision_node(env: Env, cluster: str, hostname: str) -> dict[str, Any]:
+    """Create the node's machine (or find the one a previous try made) and record what the
+    provider knows of it so far (a cloud machine may still be booting, without an address)."""
+    view = env.store.require(cluster)
     env.store.update_node(cluster, hostname, status=NodeStatus.CREATING.value)
-    pubkey = env.key_file(view).with_suffix(".pub").read_text().strip()
-    machine = driver.create_node(
-        name=hostname,
-        size=NodeSize(node["flavor"], node["flavor"], 0, 0, 0, 0, driver),
-        image=NodeImage(node["image"], node["image"], driver),
-        auth=NodeAuthSSHKey(pubkey),
-        ex_metadata={"loom-cluster": cluster, "loom-cluster-id": str(view["id"]), "loom-node": str(node["number"])},
-    )
-    ip = (machine.public_ips or machine.private_ips)[0]
-    port = int(machine.extra.get("ssh_port", 22))
-    env.store.update_node(
-        cluster, hostname, provider_id=machine.id, ip=ip, port=port, host_key=machine.extra.get("host_key"),
-        status=NodeStatus.CREATING.value,
-    )
-    log.info("node %s: machine %s at %s:%s", hostname, machine.id, ip, port)
-    return {"hostname": hostname, "ip": ip, "port": port}
+    machine = machines(env, view).ensure(machine_request(env, view, hostname))
+    _record_machine(env, view, hostname, machine, NodeStatus.CREATING.value)
+    log.info("node %s: machine %s (%s) at %s:%s", hostname, machine.id, machine.state, machine.ip or "?", machine.port)
+    return {"hostname": hostname, "ip": machine.ip, "port": machine.port}
+
+
+def probe_node(env: Env, cluster: str, hostname: str, conn: Any = None) -> dict[str, Any]:
+    """Ask the provider how the node's machine is (recording a new address) and whether its
+    SSH port answers with an SSH banner. Never waits long: the caller polls."""
+    from loom.providers.base import RUNNING
+
+    view = env.store.require(cluster)
+    machine = machines(env, view, conn=conn).get(machine_request(env, view, hostname))
+    if machine is None:
+        return {"ready": False, "state": "missing", "detail": "the provider has no machine for it"}
+    _record_machine(env, view, hostname, machine, NodeStatus.CREATING.value)
+    if machine.state != RUNNING or not machine.ip:
+        return {"ready": False, "state": machine.state, "detail": f"machine {machine.id} is {machine.state}"}
+    banner = ssh_banner(machine.ip, machine.port)
+    if banner is None:
+        return {"ready": False, "state": machine.state, "detail": f"{machine.ip}:{machine.port} does not answer SSH yet"}
+    return {"ready": True, "state": machine.state, "ip": machine.ip, "port": machine.port, "detail": banner}
+
+
+def ssh_banner(ip: str, port: int, timeout: float = 3) -> str | None:
+    """The server's SSH identification line, or None when nothing SSH answers there."""
+    import socket
+
+    try:
+        with socket.create_connection((ip, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            line = sock.recv(256).split(b"\n", 1)[0].decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return line if line.startswith("SSH-") else None
+
+
+def learn_host_key(ip: str, port: int, timeout: float = 10) -> str:
+    """Trust on first use: the host key a machine presents the first time (for providers that
+    cannot tell it, e.g. a cloud image without Loom's host key); pinned from then on."""
+    import paramiko
+
+    with paramiko.Transport((ip, port)) as transport:
+        transport.banner_timeout = timeout
+        transport.start_client(timeout=timeout)
+        key = transport.get_remote_server_key()
+    return f"{key.get_name()} {key.get_base64()}"
 
 
 def _access(env: Env, view: dict[str, Any], hostname: str):
@@ -167,6 +252,13 @@ def confirm_node(env: Env, cluster: str, hostname: str, timeout: float = 120) ->
     from loom.automators.ssh import ssh_hook
 
     view = env.store.require(cluster)
+    node = _node(view, hostname)
+    if node["ip"] and not node["host_key"]:
+        key = learn_host_key(node["ip"], int(node["port"] or 22))
+        log.warning("node %s: the provider does not report host keys; pinning the key it presented first: %s",
+                    hostname, key[:40] + "...")
+        env.store.update_node(cluster, hostname, host_key=key)
+        view = env.store.require(cluster)
     access = _access(env, view, hostname)
     deadline = time.monotonic() + timeout
     last: Exception | None = None
@@ -215,8 +307,9 @@ def bootstrap_node(env: Env, cluster: str, hostname: str) -> None:
 
 
 def run_service_action(env: Env, cluster: str, hostname: str, service: str, action: str) -> str:
-    """Run ``service.action`` on one node with macros expanded for that node."""
-    from loom.automators.shell import ShellInvocation, action_env, run_shell_action
+    """Run ``service.action`` on one node with macros expanded for that node, by the automator
+    its ``type`` names (see loom.automators)."""
+    from loom.automators import ActionContext, NodeView, automator_for
 
     view = env.store.require(cluster)
     spec = env.catalog.services.get(service)
@@ -229,18 +322,24 @@ def run_service_action(env: Env, cluster: str, hostname: str, service: str, acti
     layout = layout_of(view)
     me = next(n for n in layout.nodes if n.hostname == hostname)
     ips = {n["hostname"]: n["ip"] for n in view["nodes"] if n["ip"]}
-    ctx = MacroContext(layout=layout, node=me, ips=ips, owner=view["owner"])
-    args = [expand(a, ctx) for a in act.args]
-    config = expand_config(view["config"], ctx)
-    inv = ShellInvocation(
+    mctx = MacroContext(layout=layout, node=me, ips=ips, owner=view["owner"])
+    ctx = ActionContext(
+        cluster=cluster,
+        hostname=hostname,
+        ip=ips.get(hostname, ""),
         service=service,
         action=action,
-        script=env.catalog.services_dir / act.script,
-        args=args,
-        env=action_env(cluster, hostname, ips.get(hostname, ""), service, action, config),
-        timeout=act.timeout,
+        spec=act.expanded(lambda value: expand_config(value, mctx)),
+        config=expand_config(view["config"], mctx),
+        nodes=tuple(
+            NodeView.from_view(n) for n in sorted(view["nodes"], key=lambda n: n["number"])
+            if n["ip"] and n["status"] != NodeStatus.DELETED.value
+        ),
+        services_dir=env.catalog.services_dir,
+        key_file=env.key_file(view),
+        owner=view["owner"],
     )
-    return run_shell_action(_access(env, view, hostname), inv)
+    return automator_for(act.type).run(_access(env, view, hostname), ctx)
 
 
 def finish_ok(env: Env, cluster: str, dag_id: str, run_id: str, status: ClusterStatus) -> dict[str, Any]:
@@ -260,19 +359,11 @@ def record_step_failure(env: Env, cluster: str, message: str, hostname: str | No
 
 
 def destroy_node(env: Env, cluster: str, hostname: str) -> None:
-    """Destroy the node's machine if the provider has it; record DELETED. Idempotent."""
-    from loom.providers import compute_driver
-
+    """Destroy (or return to its pool) the node's machine if the provider has it; record
+    DELETED. Idempotent."""
     view = env.store.require(cluster)
-    provider = env.catalog.providers.get(view["provider"])
-    if provider is None:
-        raise ProviderError(f"cluster {cluster!r}: provider {view['provider']!r} is not in the catalog")
-    driver = compute_driver(provider, env.settings)
-    for machine in driver.list_nodes():
-        if machine.name == hostname:
-            driver.destroy_node(machine)
-            log.info("node %s: machine %s destroyed", hostname, machine.id)
-            break
+    if machines(env, view).destroy(machine_request(env, view, hostname)):
+        log.info("node %s: machine destroyed", hostname)
     else:
         log.info("node %s: the provider has no machine for it (already gone)", hostname)
     env.store.update_node(cluster, hostname, status=NodeStatus.DELETED.value)
@@ -285,3 +376,41 @@ def finish_delete(env: Env, cluster: str, dag_id: str, run_id: str) -> dict[str,
         raise ClusterError(f"cluster {cluster!r}: nodes not deleted: {', '.join(left)}")
     shutil.rmtree(env.key_file(view).parent, ignore_errors=True)
     return finish_ok(env, cluster, dag_id, run_id, ClusterStatus.TERMINATED)
+
+
+def run_hook_on_nodes(env: Env, cluster: str, hook: Any, body: dict[str, Any], name: str) -> str:
+    """A ``run_on: nodes`` command hook: run it over SSH on every node of the cluster that has a
+    machine (only those with ``hook.services`` when given); the payload is in $LOOM_PAYLOAD."""
+    import shlex
+
+    from loom.automators.ssh import ssh_hook
+    from loom.hooks import HookError, hook_env
+
+    view = env.store.require(cluster)
+    targets = [n for n in view["nodes"] if n["ip"] and n["host_key"] and n["status"] != NodeStatus.DELETED.value
+               and (not hook.services or set(hook.services) & set(n["services"]))]
+    if not targets:
+        log.info("hook %s: no node of %s has a machine%s: nothing to run", name, cluster,
+                 f" with {', '.join(hook.services)}" if hook.services else "")
+        return f"{name}: no node"
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(hook_env(body).items()))
+    command = f"cd ~ && export {exports} && bash -c {shlex.quote(hook.command)}"
+    failures = []
+    for node in targets:
+        access = _access(env, view, node["hostname"])
+        ssh = ssh_hook(access, cmd_timeout=hook.timeout)
+        try:
+            client = ssh.get_conn()
+            try:
+                status, _, err = ssh.exec_ssh_client_command(client, command, get_pty=False, environment=None,
+                                                              timeout=hook.timeout)
+            finally:
+                client.close()
+        except Exception as exc:
+            failures.append(f"{node['hostname']}: {type(exc).__name__}: {exc}")
+            continue
+        if status != 0:
+            failures.append(f"{node['hostname']}: exit {status}: {err.decode(errors='replace').strip()[-300:]}")
+    if failures:
+        raise HookError(f"hook {name}: failed on " + "; ".join(failures))
+    return f"{name}: ran on {', '.join(n['hostname'] for n in targets)}"

@@ -48,9 +48,9 @@ def fail_stuck(env: Env, timeout: timedelta, now: datetime | None = None) -> lis
 def reconcile(env: Env) -> dict[str, list[str]]:
     """Compare every provider's machines with the store. ``orphans``: machines Loom made (by
     name or tag) that no live node owns; ``lost``: live nodes whose machine is gone or down."""
-    from libcloud.compute.types import NodeState
-
-    from loom.providers import compute_driver
+    from loom.errors import LoomError
+    from loom.providers import machines_for
+    from loom.providers.base import RUNNING
 
     live_nodes: dict[str, dict[str, Any]] = {}
     providers = set()
@@ -64,16 +64,22 @@ def reconcile(env: Env) -> dict[str, list[str]]:
         provider = env.catalog.providers.get(name)
         if provider is None:
             continue
-        for machine in compute_driver(provider, env.settings).list_nodes():
-            tagged = (machine.extra.get("metadata") or {}).get("loom-cluster")
-            node = live_nodes.get(machine.name)
+        try:
+            owned = machines_for(provider, env.settings, store=env.store).owned()
+        except LoomError as exc:
+            log.error("provider %s: cannot list its machines: %s", name, exc)
+            continue
+        for machine in owned:
+            if machine.state == "terminated":
+                continue  # clouds list terminated machines for a while
+            hostname = machine.hostname if machine.hostname in live_nodes else machine.name
+            node = live_nodes.get(hostname)
             if node is None:
-                if tagged or machine.name.rsplit("-", 1)[-1].isdigit():
-                    orphans.append(f"{name}: {machine.name} ({machine.id}) belongs to no live cluster")
+                orphans.append(f"{name}: {machine.name} ({machine.id}) belongs to no live cluster")
                 continue
-            seen.add(machine.name)
-            if machine.state != NodeState.RUNNING:
-                lost.append(f"{node['cluster']}: {machine.name} is {machine.state}")
+            seen.add(hostname)
+            if machine.state != RUNNING:
+                lost.append(f"{node['cluster']}: {hostname} is {machine.state}")
     for hostname, node in sorted(live_nodes.items()):
         if hostname not in seen and node["status"] in (NodeStatus.RUNNING.value, NodeStatus.CREATING.value) \
                 and node["cluster_status"] != ClusterStatus.PENDING.value:

@@ -235,6 +235,10 @@ def step_nodes(env: Env, cluster: str, dag_id: str, run_id: str, service: str, w
         return []
     if gate == "new_services" and service not in params.get("new_services", []):
         return []
+    if gate == "reused":  # remove actions: only where the machine outlives the cluster (static pools)
+        provider = env.catalog.providers.get(view["provider"])
+        if provider is None or provider.driver != "static":
+            return []
     if gate == "membership":
         from loom.planner import membership_refs
 
@@ -305,3 +309,30 @@ def run_ended(env: Env, operation: str, cluster: str, dag_id: str, run_id: str, 
         else:
             env.store.finish(cluster, dag_id, run_id, status=failed_status(operation), state=OperationState.FAILED, message=why)
     env.store.release(cluster, dag_id, run_id)
+
+
+# --- lifecycle hooks ------------------------------------------------------------------------
+def hook_payload(env: Env, operation: str, template: str, conf: dict[str, Any], dag_id: str, run_id: str,
+                 phase: str) -> dict[str, Any]:
+    """The JSON a hook receives. At ``on_start`` the request is validated first (a bad conf
+    fails here with the same message ``plan`` would give) and, for create, the nodes are the
+    solver's preview (nothing exists yet); after ``finish`` they are the store's."""
+    from loom import hooks
+    from loom.engine import begin_create_preview
+
+    if phase == "on_start":
+        if operation == "create":
+            preview = begin_create_preview(env, template, conf, dag_id)
+            return hooks.payload(preview, operation, dag_id, run_id, phase, "STARTING", request=conf)
+        request = parse_request(operation, conf, f"{dag_id} conf")
+        view = env.store.require(request.cluster)
+        if view["status"] == ClusterStatus.TERMINATED.value:
+            raise ClusterError(f"cluster {request.cluster!r} is TERMINATED: nothing to {operation}")
+        return hooks.payload(view, operation, dag_id, run_id, phase, view["status"], request=conf)
+    name = str(conf.get("cluster") or "")
+    view = env.store.get(name)
+    op = env.store.operation(name, dag_id, run_id) or {}
+    failed_nodes = [n["hostname"] for n in (view or {}).get("nodes", []) if n["status"] == NodeStatus.FAILED.value]
+    return hooks.payload(view, operation, dag_id, run_id, phase, (view or {}).get("status") or "UNKNOWN",
+                         cluster=name, template=template, result=op.get("state"), message=op.get("message") or "",
+                         failed_nodes=failed_nodes)

@@ -204,10 +204,56 @@ class ProvisionNodeOperator(NodeOperator):
 
 
 class ConfirmNodeOperator(NodeOperator):
-    """Wait until the node answers SSH with its pinned host key."""
+    """Wait until the node's machine runs and answers SSH with its pinned host key. While a
+    machine boots the task is deferred (NodeReadyTrigger): the worker slot is free meanwhile."""
 
     step = "confirm"
     ui_color = "#e6f4ea"
+
+    def execute(self, context: Any) -> Any:
+        import time
+
+        from loom import engine
+        from loom.errors import LoomError
+        from loom.triggers import NodeReadyTrigger
+
+        env = self.env()
+        self.hold(env, context)
+        cluster = _cluster_name(context)
+        try:
+            probe = engine.probe_node(env, cluster, self.hostname)
+        except LoomError as exc:
+            self.fail(exc)
+        if probe["ready"]:
+            return engine.confirm_node(env, cluster, self.hostname, timeout=60)
+        timeout = self.boot_timeout(env, cluster)
+        log.info("node %s: %s; waiting up to %d s in the triggerer (this task is deferred)", self.hostname,
+                 probe["detail"], timeout)
+        self.defer(
+            trigger=NodeReadyTrigger(cluster, self.hostname, deadline=time.time() + timeout),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=timeout + 60),
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
+        from loom import engine
+        from loom.errors import ProviderError
+
+        event = event or {}
+        env = self.env()
+        cluster = _cluster_name(context)
+        if event.get("status") != "ready":
+            timeout = self.boot_timeout(env, cluster)
+            why = "did not run and answer SSH within %d s" % timeout if event.get("status") == "timeout" else "failed"
+            raise ProviderError(f"node {self.hostname!r} {why}: {event.get('message', 'no event')}")
+        log.info("node %s is up after %s poll(s): %s", self.hostname, event.get("polls"), event.get("detail"))
+        self.hold(env, context)
+        return engine.confirm_node(env, cluster, self.hostname, timeout=60)
+
+    @staticmethod
+    def boot_timeout(env: Any, cluster: str) -> int:
+        provider = env.catalog.providers.get(env.store.require(cluster)["provider"])
+        return provider.boot_timeout if provider is not None else 900
 
 
 class BootstrapNodeOperator(NodeOperator):
@@ -250,9 +296,24 @@ class ServiceActionOperator(MappedPerNode, LoomOperator):
             log.warning("%s.%s on %s failed; continuing (best effort): %s", self.service, self.action, self.hostname, exc)
 
 
+def run_states(context: Any, dag: Any) -> dict[str, str]:
+    """This run's task states by task id (map indexes folded: failed beats the rest)."""
+    states = context["ti"].get_task_states(dag_id=dag.dag_id, run_ids=[context["run_id"]])
+    tasks = set(dag.task_ids)
+    out: dict[str, str] = {}
+    rank = {"failed": 3, "upstream_failed": 2}
+    for key, state in states.get(context["run_id"], {}).items():
+        match = re.match(r"^(.*)_(\d+)$", key)
+        task_id = match.group(1) if match and match.group(1) in tasks and key not in tasks else key
+        if task_id not in out or rank.get(state or "", 0) > rank.get(out[task_id] or "", 0):
+            out[task_id] = state
+    return out
+
+
 class FinishOperator(LoomOperator):
     """Runs whatever happened before it: records the outcome, rolls back when the template
-    says so, releases the cluster; fails the run when a step failed."""
+    says so, releases the cluster; fails the run when a step failed. After a successful
+    create/expand/delete it emits the cluster's Asset event (``loom://clusters/<name>``)."""
 
     ui_color = "#fff4e5"
 
@@ -264,9 +325,12 @@ class FinishOperator(LoomOperator):
         from loom.errors import LoomError
         from loom.operations import settle
 
-        failed = self.failed_steps(context)
-        if "plan" in failed:
+        states = run_states(context, self.dag)
+        if states.get("hooks.on_start") == "failed":
+            self.fail(RuntimeError("vetoed by an on_start hook (see the hooks.on_start log); nothing was changed"))
+        if states.get("plan") != "success":
             self.fail(RuntimeError("the operation was refused by its plan step (see its log); nothing was changed"))
+        failed = self.failed_steps(states)
         env, cluster = self.env(), _cluster_name(context)
         try:
             view = settle(env, self.operation, cluster, self.dag_id, context["run_id"], failed)
@@ -274,22 +338,96 @@ class FinishOperator(LoomOperator):
             self.fail(exc)
         for node in view["nodes"]:
             log.info("%s %s:%s %s %s", node["hostname"], node["ip"], node["port"], node["status"], ",".join(node["services"]))
+        if self.outlets:
+            emit_cluster_event(context, self.operation, view)
         return {"cluster": view["name"], "status": view["status"]}
 
-    def failed_steps(self, context: Any) -> list[str]:
-        """Task ids of this run that failed (not merely upstream_failed), map indexes folded."""
-        states = context["ti"].get_task_states(dag_id=self.dag_id, run_ids=[context["run_id"]])
-        tasks = set(self.dag.task_ids)
-        failed = set()
-        upstream_failed = set()
-        for key, state in states.get(context["run_id"], {}).items():
-            match = re.match(r"^(.*)_(\d+)$", key)
-            task_id = match.group(1) if match and match.group(1) in tasks and key not in tasks else key
-            if state == "failed" and task_id != self.task_id:
-                failed.add(task_id)
-            elif state == "upstream_failed":
-                upstream_failed.add(task_id)
-        return sorted(failed or upstream_failed)
+    def failed_steps(self, states: dict[str, str]) -> list[str]:
+        """Task ids of this run that failed (not merely upstream_failed)."""
+        failed = {t for t, s in states.items() if s == "failed" and t != self.task_id}
+        upstream = {t for t, s in states.items() if s == "upstream_failed"}
+        return sorted(failed or upstream)
+
+
+CLUSTERS_ALIAS = "loom.clusters"
+EVENT_OPERATIONS = ("create", "expand", "delete")
+
+
+def cluster_asset_uri(cluster: str) -> str:
+    return f"loom://clusters/{cluster}"
+
+
+def emit_cluster_event(context: Any, operation: str, view: dict[str, Any]) -> None:
+    """An Asset event for ``loom://clusters/<name>`` (through the ``loom.clusters`` alias, as
+    cluster names are only known at run time), so users' DAGs can run on "cluster ready"."""
+    from airflow.sdk import Asset, AssetAlias
+
+    extra = {
+        "cluster": view["name"], "template": view["template"], "operation": operation, "status": view["status"],
+        "run_id": context["run_id"],
+        "nodes": [{k: n[k] for k in ("hostname", "ip", "port", "services", "status")} for n in view["nodes"]],
+    }
+    context["outlet_events"][AssetAlias(CLUSTERS_ALIAS)].add(Asset(cluster_asset_uri(view["name"])), extra=extra)
+    log.info("asset event: %s (%s, %s)", cluster_asset_uri(view["name"]), operation, view["status"])
+
+
+class HookOperator(LoomOperator):
+    """Runs the template's lifecycle hooks of one phase (see loom.hooks). ``on_start`` runs
+    before ``plan``: its failure is a veto. ``on_failure`` runs only when the operation began
+    (its plan step succeeded) and then failed."""
+
+    ui_color = "#fef7e0"
+
+    def __init__(self, *, phase: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.phase = phase
+        if phase != "on_start":
+            # A teardown: runs however finish ended, and does not decide the run's state (a
+            # run whose operation failed stays failed after its on_failure hooks succeed).
+            self.as_teardown()
+
+    @property
+    def step_name(self) -> str:
+        return f"hooks.{self.phase}"
+
+    def execute(self, context: Any) -> list[str]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from loom import hooks
+        from loom.engine import run_hook_on_nodes
+        from loom.errors import LoomError
+        from loom.operations import hook_payload
+
+        if self.phase == "on_start":
+            self.unknown_conf_keys(context)
+        if self.phase != "on_start":
+            states = run_states(context, self.dag)
+            succeeded = states.get("finish") == "success"
+            if self.phase == "on_success" and not succeeded:
+                raise AirflowSkipException("the operation did not succeed: no on_success hooks")
+            if self.phase == "on_failure" and (states.get("plan") != "success" or succeeded):
+                raise AirflowSkipException("the operation did not begin, or it succeeded: no on_failure hooks")
+        env = self.env()
+        conf = self.params_of(context)
+        try:
+            body = hook_payload(env, self.operation, self.template, conf, self.dag_id, context["run_id"], self.phase)
+            spec = env.catalog.template(self.template)
+            selected = hooks.hooks_for(spec, self.operation, self.phase)
+            log.info("%d %s hook(s) for %s of %s", len(selected), self.phase, self.operation, body["cluster"])
+            return hooks.run_hooks(
+                selected, body, connection=connection_of,
+                nodes_runner=lambda hook, b, name: run_hook_on_nodes(env, str(b["cluster"]), hook, b, name),
+            )
+        except LoomError as exc:
+            self.fail(exc)
+        raise AssertionError("unreachable")
+
+
+def connection_of(conn_id: str) -> Any:
+    """An Airflow Connection (secrets are masked in task logs by Airflow)."""
+    from loom.connections import get_connection
+
+    return get_connection(conn_id, "a hook")
 
 
 class JanitorOperator(BaseOperator):

@@ -232,12 +232,15 @@ def _plan_new_nodes(operation: str, catalog: Catalog, services: set[str], where:
 
 
 def plan_delete(catalog: Catalog, services: set[str] | list[str] | tuple[str, ...]) -> Plan:
-    """STOP in reverse dependency order, then DELETE every node."""
+    """STOP in reverse dependency order, then REMOVE (services that define it; the DAG runs it
+    only on hosts that outlive the cluster, i.e. a static pool's), then DELETE every node."""
     services = _services(catalog, services)
     b = _Builder(catalog, "delete", services)
     delete = b.node("delete")
     for svc in sorted(services):
-        b.graph.edge(b.action(svc, "stop"), delete)
+        stop, remove = b.action(svc, "stop"), b.action(svc, "remove")
+        b.graph.edge(stop, remove)
+        b.graph.edge(remove, delete)
     b.stop_order(services)
     return b.build()
 

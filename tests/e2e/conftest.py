@@ -22,6 +22,8 @@ from loom.stack import isolated_env
 E2E_PORT = 8180
 E2E_SSH_PORT = 2422
 EXTRA = Path(__file__).parent / "extra_templates"
+READY_CLUSTER = "e2e-hooked"  # examples/dags/cluster_ready.py watches this cluster in the e2e stack
+HOOK_PORT = 8199  # the hook receiver of test_hooks_e2e (extra_templates' hook URLs)
 
 
 CREATE_TIMEOUT = 900
@@ -33,6 +35,8 @@ class E2E:
     templates: Path
     stack: object
     token: str
+    ready_cluster: str = READY_CLUSTER
+    hook_port: int = HOOK_PORT
 
     def request(self, method: str, path: str, body: object = None):
         return self.stack.request(method, path, body, token=self.token)
@@ -81,7 +85,13 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     templates = root / "templates"
     shutil.copytree(REPO_ROOT / "templates", templates)
     shutil.copytree(EXTRA, templates, dirs_exist_ok=True)
+    dags = root / "dags"  # Loom's DAG file + the README's example downstream DAG, on an e2e cluster
+    dags.mkdir()
+    shutil.copy(REPO_ROOT / "dags" / "loom_clusters.py", dags)
+    example = (REPO_ROOT / "examples" / "dags" / "cluster_ready.py").read_text()
+    (dags / "cluster_ready.py").write_text(example.replace('CLUSTER = "demo"', f'CLUSTER = "{READY_CLUSTER}"'))
     env = isolated_env(root, E2E_PORT, E2E_SSH_PORT, templates)
+    env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     from loom.stack import Stack

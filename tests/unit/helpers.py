@@ -21,7 +21,7 @@ from loom.spec.models import ClusterTemplate
 # lacks the "ubuntu" image type, so provider-dependent filtering can be exercised.
 BASICS: dict[str, Any] = {
     "providers/local.yaml": {"name": "local", "driver": "local"},
-    "providers/cloud.yaml": {"name": "cloud", "driver": "dummy"},
+    "providers/cloud.yaml": {"name": "cloud", "driver": "ec2", "connection": "aws"},
     "hardwaretypes/small.yaml": {
         "name": "small",
         "providermap": {"local": {"flavor": "local-small"}, "cloud": {"flavor": "s-1"}},

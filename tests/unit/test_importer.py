@@ -63,7 +63,7 @@ def test_sample_key_fields_round_trip(sample: tuple[Path, ImportReport]) -> None
     catalog = load_catalog(out)
     assert catalog.providers["openstack"].driver == "openstack"
     aws = catalog.providers["aws-us-east-1"]
-    assert (aws.driver, aws.connection, aws.options) == ("ec2", "aws-us-east-1", {"region": "us-east-1"})
+    assert (aws.driver, aws.connection, aws.options) == ("ec2", "aws-us-east-1", {})  # region: Connection extra
     assert catalog.hardwaretypes["large"].providermap["aws-us-east-1"].flavor == "m3.xlarge"
     assert catalog.imagetypes["ubuntu12"].providermap["aws-us-east-1"].sshuser == "ubuntu"
     assert catalog.imagetypes["centos6"].providermap["aws-us-east-1"].sshuser == "root"  # model default
@@ -220,7 +220,10 @@ def test_old_loom_provider_auth_unknown_type_and_rename(tmp_path: Path) -> None:
     assert any("'vsphere' is not a known Loom provider type" in t for t in report.todo)
     assert any("vsphere_password, vsphere_user" in t for t in report.todo)
     assert "provider 'My.Cloud' -> 'my-cloud' (references renamed too)" in report.renamed
-    assert load_catalog(out).problems == []
+    assert load_catalog(out).problems == [
+        "templates/providers/my-cloud.yaml: driver: provider 'my-cloud': driver 'vsphere' is not supported; "
+        "supported cloud drivers: ec2, gce, openstack, digitalocean, azure_arm, linode (plus 'local' and 'static')"
+    ]
 
 
 # --- shell actions and scripts -----------------------------------------------------------------

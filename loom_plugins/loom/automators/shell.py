@@ -7,17 +7,15 @@ uploaded as a file and sourced, so the logged command line stays short and nothi
 
 from __future__ import annotations
 
-import io
-import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loom.automators.ssh import NodeAccess, ssh_hook
-from loom.errors import ActionError
-
-REMOTE_DIR = ".loom"
+from loom.automators import ActionContext, Automator, loom_env, register
+from loom.automators.remote import REMOTE_DIR, RemoteSession, env_text, wrap_command
+from loom.automators.ssh import NodeAccess
+from loom.spec.actions import ShellAction
 
 
 @dataclass(frozen=True)
@@ -31,58 +29,38 @@ class ShellInvocation:
 
 
 def remote_command(inv: ShellInvocation, sudo: bool) -> str:
-    run_dir = f"{REMOTE_DIR}/run"
+    """``cd ~ && [sudo -n -H] timeout ... bash -c 'set -a; . <env>; set +a; exec bash <script> <args>'``."""
     script = f"{REMOTE_DIR}/services/{inv.service}/{inv.script.name}"
     words = ["bash", script, *inv.args]
-    body = f"set -a; . {run_dir}/{inv.service}.{inv.action}.env; set +a; exec " + " ".join(
+    body = f"set -a; . {REMOTE_DIR}/run/{inv.service}.{inv.action}.env; set +a; exec " + " ".join(
         shlex.quote(w) for w in words
     )
-    cmd = f"cd ~ && bash -c {shlex.quote(body)}"
-    return f"sudo -n -H {cmd}" if sudo else cmd
+    return wrap_command(body, sudo, inv.timeout)
 
 
 def run_shell_action(access: NodeAccess, inv: ShellInvocation) -> str:
     """Run one action on one node; return its stdout. Raise ActionError naming node and action."""
-    hook = ssh_hook(access, cmd_timeout=inv.timeout)
-    env_text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(inv.env.items()))
-    try:
-        client = hook.get_conn()
-    except Exception as exc:  # paramiko/socket errors: say which node
-        raise ActionError(f"{inv.service}.{inv.action}: cannot reach {access.hostname} ({access.ip}:{access.port}) over SSH: {exc}") from exc
-    try:
-        sftp = client.open_sftp()
-        try:
-            for d in (REMOTE_DIR, f"{REMOTE_DIR}/run", f"{REMOTE_DIR}/services", f"{REMOTE_DIR}/services/{inv.service}"):
-                try:
-                    sftp.mkdir(d, 0o700)
-                except OSError:
-                    pass
-            sftp.put(str(inv.script), f"{REMOTE_DIR}/services/{inv.service}/{inv.script.name}")
-            sftp.putfo(io.BytesIO(env_text.encode()), f"{REMOTE_DIR}/run/{inv.service}.{inv.action}.env")
-            sftp.chmod(f"{REMOTE_DIR}/run/{inv.service}.{inv.action}.env", 0o600)
-        finally:
-            sftp.close()
-        status, out, err = hook.exec_ssh_client_command(
-            client, remote_command(inv, sudo=access.user != "root"), get_pty=False, environment=None, timeout=inv.timeout
-        )
-    finally:
-        client.close()
-    if status != 0:
-        tail = err.decode("utf-8", "replace").strip().splitlines()[-5:] or out.decode("utf-8", "replace").strip().splitlines()[-5:]
-        raise ActionError(
-            f"{inv.service}.{inv.action} failed on {access.hostname} (exit {status}): "
-            + " | ".join(tail)
-            + " - fix the cause, then clear this task in the Airflow UI to resume"
-        )
-    return out.decode("utf-8", "replace")
+    with RemoteSession(access, inv.service, inv.action, inv.timeout) as node:
+        folder = node.service_dir()
+        node.put_file(inv.script, f"{folder}/{inv.script.name}")
+        node.put_text(env_text(inv.env), f"{REMOTE_DIR}/run/{inv.service}.{inv.action}.env")
+        _, out = node.run_command(remote_command(inv, sudo=node.sudo))
+    return out
 
 
 def action_env(cluster: str, hostname: str, ip: str, service: str, action: str, config: dict[str, Any]) -> dict[str, str]:
-    return {
-        "LOOM_CLUSTER": cluster,
-        "LOOM_HOST": hostname,
-        "LOOM_IP": ip,
-        "LOOM_SERVICE": service,
-        "LOOM_ACTION": action,
-        "LOOM_CONFIG": json.dumps(config, sort_keys=True),
-    }
+    return loom_env(cluster, hostname, ip, service, action, config)
+
+
+@register
+class ShellAutomator(Automator):
+    """``{type: shell, script: scripts/x.sh, args: [...]}``: bash the script on the node."""
+
+    name = "shell"
+    Action = ShellAction
+
+    def run(self, access: NodeAccess, ctx: ActionContext) -> str:
+        spec = ctx.spec
+        assert isinstance(spec, ShellAction)
+        inv = ShellInvocation(ctx.service, ctx.action, ctx.path(spec.script), list(spec.args), ctx.env(), spec.timeout)
+        return run_shell_action(access, inv)

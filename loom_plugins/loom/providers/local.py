@@ -65,6 +65,7 @@ class LocalNodeDriver(NodeDriver):
         ssh_port: int = 2222,
         pip_cache: str | Path | None = None,
         boot_delay: float = 0,
+        boot_wait: bool = True,
         **_: Any,
     ):
         super().__init__(key or "local")
@@ -75,6 +76,9 @@ class LocalNodeDriver(NodeDriver):
         self.pip_cache = Path(pip_cache) if pip_cache else Path(state_dir) / "cache" / "pip"
         # Seconds a node takes to "boot" before its sshd starts, like a cloud VM (demos, tests).
         self.boot_delay = float(boot_delay)
+        # False: create_node returns the node PENDING at once and it boots in the background,
+        # like a cloud machine (Loom's confirm step then waits for it, deferred).
+        self.boot_wait = bool(boot_wait)
 
     # --- libcloud API ------------------------------------------------------------------
     def list_sizes(self, location: Any = None) -> list[NodeSize]:
@@ -112,11 +116,12 @@ class LocalNodeDriver(NodeDriver):
             existing = self._read(name)
             if existing is not None:
                 node = self._to_node(existing)
-                if node.state == NodeState.RUNNING:
-                    return node
+                if node.state == NodeState.RUNNING or (node.state == NodeState.PENDING and self._alive(existing)
+                                                       and not self.boot_wait):
+                    return node  # made by an earlier try (maybe still booting)
                 self._teardown(existing)  # half-made or dead: rebuild it cleanly
             info = self._build(name, auth.pubkey, ex_metadata or {})
-        return self._wait_listening(info)
+        return self._wait_listening(info) if self.boot_wait else self._to_node(info)
 
     def destroy_node(self, node: Node) -> bool:
         with self._lock():

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from graphlib import CycleError, TopologicalSorter
 
-from loom.spec.models import ClusterTemplate, PartialTemplate, Service
+from loom.spec.models import ClusterTemplate, PartialTemplate, Provider, Service
 
 if TYPE_CHECKING:
     from loom.spec.loader import Catalog
@@ -25,12 +25,41 @@ def check_service(catalog: Catalog, service: Service) -> list[str]:
     shown = catalog.file_of("services", service.name)
     problems = []
     for action, spec in service.actions.items():
-        script = catalog.services_dir / spec.script
-        if not script.is_file():
-            problems.append(
-                f"{shown}: actions.{action}.script: {spec.script!r} not found in "
-                f"{catalog.services_dir}: add the script or fix the path"
-            )
+        for fld, rel, kind in spec.required_paths():  # every automator's files, e.g. script, playbook
+            path = catalog.services_dir / rel
+            if not (path.is_file() if kind == "file" else path.is_dir()):
+                what = "the script" if fld == "script" else ("the file" if kind == "file" else "the folder")
+                problems.append(
+                    f"{shown}: actions.{action}.{fld}: {rel!r} not found in "
+                    f"{catalog.services_dir}: add {what} or fix the path"
+                )
+    return problems
+
+
+def check_provider(catalog: Catalog, provider: Provider) -> list[str]:
+    """The driver exists, its options are ones it knows (credentials belong in the Connection),
+    and it names a Connection when it needs one."""
+    from loom.errors import ProviderError
+
+    shown = catalog.file_of("providers", provider.name)
+    if provider.driver == "local":
+        return []
+    problems = []
+    if not provider.connection:
+        problems.append(f"{shown}: connection: driver {provider.driver!r} needs an Airflow Connection id "
+                        "(credentials live there, never in this file)")
+    try:
+        if provider.driver == "static":
+            from loom.providers.static import parse_hosts
+
+            parse_hosts(provider.name, provider.options)
+        else:
+            from loom.providers.cloud import check_options
+
+            check_options(provider.name, provider.driver, provider.options)
+    except ProviderError as exc:
+        field = "driver" if "not supported" in str(exc) else "options"
+        problems.append(f"{shown}: {field}: {exc}")
     return problems
 
 
@@ -153,4 +182,28 @@ def check_template(catalog: Catalog, template: ClusterTemplate) -> list[str]:
                         f"{shown}: defaults.services: {svc_name!r} requires {dep!r} ({kind}), which no "
                         f"default service provides; add one of: {options}"
                     )
+    return problems + check_hooks(catalog, template, shown)
+
+
+# (operation, phase) at which a cluster has no machines to run a command on.
+NO_MACHINES = {("create", "on_start"), ("delete", "on_success")}
+
+
+def check_hooks(catalog: Catalog, template: ClusterTemplate, shown: str) -> list[str]:
+    from loom.spec.models import CommandHook
+
+    problems = []
+    for operation, phases in template.hooks.items():
+        for phase in ("on_start", "on_success", "on_failure"):
+            for i, hook in enumerate(getattr(phases, phase)):
+                where = f"{shown}: hooks.{operation}.{phase}[{i}]"
+                if not isinstance(hook, CommandHook):
+                    continue
+                if hook.run_on == "nodes" and (operation, phase) in NO_MACHINES:
+                    problems.append(f"{where}: run_on: the cluster has no machines at {operation} {phase}: use run_on: worker")
+                for j, svc in enumerate(hook.services):
+                    if svc not in catalog.services:
+                        problems.append(f"{where}.services[{j}]: unknown service {svc!r}")
+                if hook.services and hook.run_on != "nodes":
+                    problems.append(f"{where}.services: only meaningful with run_on: nodes")
     return problems

@@ -429,6 +429,7 @@ def _convert_provider(ctx: _Ctx, raw: dict[str, Any]) -> dict[str, Any]:
     fields = _provisioner_fields(raw.get("provisioner"))
     options, secret = _split_provisioner(fields)
     out["connection"] = out["name"]
+    options = _driver_options(ctx, where, out["driver"], options)
     if options:
         out["options"] = options
         ctx.report.converted.append(f"{where}: {', '.join(sorted(options))} copied into options")
@@ -439,6 +440,28 @@ def _convert_provider(ctx: _Ctx, raw: dict[str, Any]) -> dict[str, Any]:
         )
     _unknown_entity_fields(ctx, where, raw, ("providertype", "provisioner"))
     return out
+
+
+# Coopr's location fields -> the provider option each driver knows (the rest go to the Connection).
+_OPTION_RENAMES = {"ec2": {"zone": "availability_zone"}, "openstack": {"zone": "availability_zone"},
+                   "azure_arm": {"region": "location"}}
+
+
+def _driver_options(ctx: _Ctx, where: str, driver: str, options: dict[str, str]) -> dict[str, str]:
+    """Keep what the driver takes as a provider option; a region the driver reads from its
+    Connection (ec2, openstack, gce) becomes a TO DO naming the Connection field."""
+    from loom.providers.cloud import KNOWN_OPTIONS
+
+    if driver not in KNOWN_OPTIONS:
+        return options
+    kept: dict[str, str] = {}
+    for key, value in options.items():
+        name = _OPTION_RENAMES.get(driver, {}).get(key, key)
+        if name in KNOWN_OPTIONS[driver]:
+            kept[name] = value
+        else:
+            ctx.report.todo.append(f"{where}: put {key} {value!r} in the Airflow Connection's extra.{key}")
+    return kept
 
 
 def _libcloud_has(driver: str) -> bool:

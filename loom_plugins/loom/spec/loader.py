@@ -167,8 +167,9 @@ def _drop_invalid(catalog: Catalog, kind: str, check: Any) -> None:
 
 
 def _check_building_blocks(catalog: Catalog) -> None:
-    from loom.spec.checks import check_partial, check_service, check_service_graph
+    from loom.spec.checks import check_partial, check_provider, check_service, check_service_graph
 
+    _drop_invalid(catalog, "providers", check_provider)
     _drop_invalid(catalog, "services", check_service)
     for name in check_service_graph(catalog):
         catalog.services.pop(name, None)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, model_validator
 from pydantic.json_schema import SkipJsonSchema
+
+from loom.spec.actions import AnyAction, ShellAction  # noqa: F401 (ShellAction: re-export)
 
 EntityName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
 ACTION_NAMES = ("install", "configure", "initialize", "start", "stop", "remove")
@@ -33,6 +35,9 @@ class Provider(Entity):
         default=None, description="Airflow Connection id holding credentials (never the file)"
     )
     options: dict[str, Any] = Field(default_factory=dict)
+    boot_timeout: int = Field(
+        default=900, gt=0, description="seconds a new machine may take to run and answer SSH"
+    )
 
 
 class HardwareMapping(Strict):
@@ -64,25 +69,6 @@ class Dependencies(Strict):
     runtime: DependencyEdges = Field(default_factory=DependencyEdges)
 
 
-class ShellAction(Strict):
-    """Run a script from the service folder on the node, with macro-expanded args."""
-
-    type: Literal["shell"] = "shell"
-    script: str
-    args: list[str] = Field(default_factory=list)
-    timeout: int = Field(default=1800, gt=0)
-
-    @model_validator(mode="after")
-    def _safe_script_path(self) -> ShellAction:
-        parts = self.script.split("/")
-        if self.script.startswith("/") or ".." in parts or "\x00" in self.script or not self.script:
-            raise ValueError(
-                f"script {self.script!r} must be a relative path inside templates/services/ "
-                "(no leading '/', no '..')"
-            )
-        return self
-
-
 class Link(Strict):
     label: str
     url: str
@@ -93,7 +79,9 @@ class Service(Entity):
     config: dict[str, Any] = Field(
         default_factory=dict, description="defaults merged under the cluster's config (deep merge)"
     )
-    actions: dict[Literal[ACTION_NAMES], ShellAction] = Field(default_factory=dict)  # type: ignore[valid-type]
+    actions: dict[Literal[ACTION_NAMES], AnyAction] = Field(  # type: ignore[valid-type]
+        default_factory=dict, description="{type: <automator>, ...fields}; see loom.spec.actions"
+    )
     links: list[Link] = Field(default_factory=list)
 
     @property
@@ -190,6 +178,59 @@ class Administration(Strict):
     )
 
 
+OPERATION_NAMES = (
+    "create", "delete", "add_services", "start_services", "stop_services", "restart_services",
+    "configure", "expand", "extend_lease", "sync",
+)
+HookOperation = Literal[(*OPERATION_NAMES, "all")]  # type: ignore[valid-type]
+
+
+class HttpHook(Strict):
+    """POST the operation's JSON (``{cluster, operation, run_id, status, nodes, ...}``) to ``url``.
+    At ``on_start`` a non-2xx answer, or ``{"veto": true, "reason": ...}``, vetoes the operation."""
+
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")]
+    timeout: float = Field(default=10, gt=0, le=600, description="seconds per attempt")
+    retries: int = Field(default=2, ge=0, le=10, description="extra attempts after a 5xx or no answer")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="non-secret headers; secrets go in an Airflow Connection"
+    )
+    connection: str | None = Field(
+        default=None,
+        description="Airflow Connection id: its login/password are sent as basic auth, its extra "
+        "'headers' object as headers (e.g. a bearer token)",
+    )
+
+
+class CommandHook(Strict):
+    """Run a shell command on the Airflow worker (``run_on: worker``) or on the cluster's nodes
+    (``run_on: nodes``, optionally only those with ``services``). The payload is on stdin and in
+    ``$LOOM_PAYLOAD``; a non-zero exit at ``on_start`` vetoes the operation."""
+
+    command: str = Field(min_length=1)
+    run_on: Literal["worker", "nodes"] = "worker"
+    services: list[EntityName] = Field(default_factory=list)
+    timeout: int = Field(default=300, gt=0, le=86400)
+
+
+def _hook_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "http" if "url" in value else "command"
+    return "http" if isinstance(value, HttpHook) else "command"
+
+
+# A hook with ``url`` is an HTTP hook, else a command hook (errors then name only that kind's fields).
+Hook = Annotated[
+    Annotated[HttpHook, Tag("http")] | Annotated[CommandHook, Tag("command")], Discriminator(_hook_kind)
+]
+
+
+class PhaseHooks(Strict):
+    on_start: list[Hook] = Field(default_factory=list, description="before anything changes; may veto")
+    on_success: list[Hook] = Field(default_factory=list)
+    on_failure: list[Hook] = Field(default_factory=list)
+
+
 class ClusterTemplate(Entity):
     extends: EntityName | None = Field(
         default=None, description="parent cluster template: its fields are the defaults of this one"
@@ -202,6 +243,10 @@ class ClusterTemplate(Entity):
     constraints: Constraints = Field(default_factory=Constraints)
     administration: Administration = Field(default_factory=Administration)
     links: list[Link] = Field(default_factory=list)
+    hooks: dict[HookOperation, PhaseHooks] = Field(  # type: ignore[valid-type]
+        default_factory=dict,
+        description="lifecycle hooks per operation ('all' = every operation; its hooks run first)",
+    )
     # Set by the loader (not written by admins): config key paths fixed by immutable partials.
     immutable_config: SkipJsonSchema[dict[str, str]] = Field(default_factory=dict)
 

@@ -119,3 +119,24 @@ class Operation(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     cluster: Mapped[Cluster] = relationship(back_populates="operations")
+
+
+class PoolHost(Base):
+    """A host of a ``static`` provider's pool lent to one cluster's node. The unique
+    (provider, address, port) is what keeps two clusters off the same host."""
+
+    __tablename__ = "loom_pool_host"
+    __table_args__ = (
+        UniqueConstraint("provider", "address", "port", name="uq_loom_pool_host"),
+        UniqueConstraint("provider", "cluster_id", "hostname", name="uq_loom_pool_node"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    cluster: Mapped[str] = mapped_column(String(40))
+    cluster_id: Mapped[int] = mapped_column(Integer)
+    hostname: Mapped[str] = mapped_column(String(255))
+    host_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    allocated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from loom.errors import ClusterError
+from loom.errors import ClusterError, ProviderError
 from loom.layout import Layout, NodeSpec
 from loom.store.models import (
     Base,
@@ -25,6 +25,7 @@ from loom.store.models import (
     NodeStatus,
     Operation,
     OperationState,
+    PoolHost,
     utcnow,
 )
 
@@ -302,6 +303,64 @@ class Store:
             op.ended_at = utcnow()
             if (cluster.busy_dag_id, cluster.busy_run_id) == (dag_id, run_id):
                 cluster.busy_dag_id = cluster.busy_run_id = cluster.busy_since = None
+
+
+    # --- static pools -------------------------------------------------------------------------
+    def pool_allocate(self, provider: str, hosts: list[tuple[str, int]], cluster: str, cluster_id: int,
+                      hostname: str) -> dict[str, Any]:
+        """The pool host lent to this node: the one already lent (a retry), else the first free
+        one in pool order. A unique constraint settles two allocators racing for a host."""
+        for _ in range(len(hosts) + 1):
+            with self.session() as s:
+                mine = s.scalars(select(PoolHost).where(
+                    PoolHost.provider == provider, PoolHost.cluster_id == cluster_id, PoolHost.hostname == hostname,
+                )).first()
+                if mine is not None:
+                    return _pool_view(mine)
+                taken = {(h.address, h.port): h.cluster for h in s.scalars(select(PoolHost).where(PoolHost.provider == provider))}
+            free = [h for h in hosts if h not in taken]
+            if not free:
+                users = ", ".join(sorted(set(taken.values()))) or "none"
+                raise ProviderError(
+                    f"static provider {provider!r}: all {len(hosts)} pool host(s) are in use (by clusters: {users}); "
+                    "add hosts to the provider's options.hosts or delete a cluster"
+                )
+            try:
+                with self.session() as s:
+                    row = PoolHost(provider=provider, address=free[0][0], port=free[0][1], cluster=cluster,
+                                   cluster_id=cluster_id, hostname=hostname)
+                    s.add(row)
+                    s.flush()
+                    return _pool_view(row)
+            except IntegrityError:
+                continue  # someone took that host (or this node) meanwhile: look again
+        raise ProviderError(f"static provider {provider!r}: could not allocate a host for {hostname} (contention)")
+
+    def pool_hosts(self, provider: str) -> list[dict[str, Any]]:
+        with self.session() as s:
+            return [_pool_view(h) for h in s.scalars(select(PoolHost).where(PoolHost.provider == provider).order_by(PoolHost.id))]
+
+    def pool_get(self, provider: str, cluster_id: int, hostname: str) -> dict[str, Any] | None:
+        return next((h for h in self.pool_hosts(provider) if (h["cluster_id"], h["hostname"]) == (cluster_id, hostname)), None)
+
+    def pool_set_host_key(self, provider: str, address: str, port: int, host_key: str) -> None:
+        with self.session() as s:
+            for row in s.scalars(select(PoolHost).where(PoolHost.provider == provider, PoolHost.address == address,
+                                                        PoolHost.port == port)):
+                row.host_key = host_key
+
+    def pool_release(self, provider: str, cluster_id: int, hostname: str) -> bool:
+        with self.session() as s:
+            rows = list(s.scalars(select(PoolHost).where(
+                PoolHost.provider == provider, PoolHost.cluster_id == cluster_id, PoolHost.hostname == hostname)))
+            for row in rows:
+                s.delete(row)
+            return bool(rows)
+
+
+def _pool_view(row: PoolHost) -> dict[str, Any]:
+    return {"provider": row.provider, "address": row.address, "port": row.port, "cluster": row.cluster,
+            "cluster_id": row.cluster_id, "hostname": row.hostname, "host_key": row.host_key}
 
 
 def _node_row(n: NodeSpec, run_id: str) -> Node:

@@ -1,0 +1,1 @@
+log "app listens on #{node['app']['port']}"

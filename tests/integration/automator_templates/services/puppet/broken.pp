@@ -1,0 +1,3 @@
+exec { 'loom-puppet-boom':
+  command => '/bin/false',
+}
