@@ -54,7 +54,8 @@ test-os-deps:
 	    echo "installing OS package for the tests: puppet"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends puppet >/dev/null; \
 	  else \
-	    echo "puppet is not installed: the puppet automator test will be skipped (sudo apt-get install -y puppet)"; \
+	    echo "missing OS package for the tests: puppet"; \
+	    echo "run: sudo apt-get install -y puppet"; exit 1; \
 	  fi; \
 	fi
 

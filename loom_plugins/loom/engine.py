@@ -198,13 +198,14 @@ def provision_node(env: Env, cluster: str, hostname: str) -> dict[str, Any]:
     return {"hostname": hostname, "ip": machine.ip, "port": machine.port}
 
 
-def probe_node(env: Env, cluster: str, hostname: str, conn: Any = None) -> dict[str, Any]:
+def probe_node(env: Env, cluster: str, hostname: str, provider: Any = None) -> dict[str, Any]:
     """Ask the provider how the node's machine is (recording a new address) and whether its
-    SSH port answers with an SSH banner. Never waits long: the caller polls."""
+    SSH port answers with an SSH banner. Never waits long: the caller polls, passing the
+    provider's ``Machines`` it built once (a cloud driver may fetch a token when built)."""
     from loom.providers.base import RUNNING
 
     view = env.store.require(cluster)
-    machine = machines(env, view, conn=conn).get(machine_request(env, view, hostname))
+    machine = (provider or machines(env, view)).get(machine_request(env, view, hostname))
     if machine is None:
         return {"ready": False, "state": "missing", "detail": "the provider has no machine for it"}
     _record_machine(env, view, hostname, machine, NodeStatus.CREATING.value)
@@ -249,7 +250,7 @@ def _access(env: Env, view: dict[str, Any], hostname: str):
 
 def confirm_node(env: Env, cluster: str, hostname: str, timeout: float = 120) -> None:
     """Wait until the node answers SSH with its recorded host key and our cluster key."""
-    from loom.automators.ssh import ssh_hook
+    from loom.automators.ssh import ssh_exec
 
     view = env.store.require(cluster)
     node = _node(view, hostname)
@@ -263,13 +264,8 @@ def confirm_node(env: Env, cluster: str, hostname: str, timeout: float = 120) ->
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
-        hook = ssh_hook(access, cmd_timeout=30)
         try:
-            client = hook.get_conn()
-            try:
-                status, out, _ = hook.exec_ssh_client_command(client, "hostname", get_pty=False, environment=None)
-            finally:
-                client.close()
+            status, out, _ = ssh_exec(access, "hostname", timeout=30)
             if status == 0:
                 env.store.update_node(cluster, hostname, status=NodeStatus.RUNNING.value)
                 log.info("node %s answers SSH as %s", hostname, out.decode().strip())
@@ -282,7 +278,7 @@ def confirm_node(env: Env, cluster: str, hostname: str, timeout: float = 120) ->
 
 def bootstrap_node(env: Env, cluster: str, hostname: str) -> None:
     """Base set-up: write the cluster description (nodes, addresses, services) onto the node."""
-    from loom.automators.ssh import ssh_hook
+    from loom.automators.ssh import ssh_exec
 
     view = env.store.require(cluster)
     access = _access(env, view, hostname)
@@ -291,17 +287,12 @@ def bootstrap_node(env: Env, cluster: str, hostname: str) -> None:
         "self": hostname,
         "nodes": [{k: n[k] for k in ("hostname", "ip", "services")} for n in view["nodes"]],
     }
-    hook = ssh_hook(access, cmd_timeout=60)
-    client = hook.get_conn()
-    try:
-        command = (
-            "mkdir -p ~/.loom && chmod 700 ~/.loom && cat > ~/.loom/cluster.json <<'LOOM_EOF'\n"
-            + json.dumps(description, indent=2)
-            + "\nLOOM_EOF\necho bootstrapped $(hostname)"
-        )
-        status, _, err = hook.exec_ssh_client_command(client, command, get_pty=False, environment=None)
-    finally:
-        client.close()
+    command = (
+        "mkdir -p ~/.loom && chmod 700 ~/.loom && cat > ~/.loom/cluster.json <<'LOOM_EOF'\n"
+        + json.dumps(description, indent=2)
+        + "\nLOOM_EOF\necho bootstrapped $(hostname)"
+    )
+    status, _, err = ssh_exec(access, command, timeout=60)
     if status != 0:
         raise ActionError(f"bootstrap failed on {hostname}: {err.decode(errors='replace')[-300:]}")
 
@@ -383,7 +374,7 @@ def run_hook_on_nodes(env: Env, cluster: str, hook: Any, body: dict[str, Any], n
     machine (only those with ``hook.services`` when given); the payload is in $LOOM_PAYLOAD."""
     import shlex
 
-    from loom.automators.ssh import ssh_hook
+    from loom.automators.ssh import ssh_exec
     from loom.hooks import HookError, hook_env
 
     view = env.store.require(cluster)
@@ -398,14 +389,8 @@ def run_hook_on_nodes(env: Env, cluster: str, hook: Any, body: dict[str, Any], n
     failures = []
     for node in targets:
         access = _access(env, view, node["hostname"])
-        ssh = ssh_hook(access, cmd_timeout=hook.timeout)
         try:
-            client = ssh.get_conn()
-            try:
-                status, _, err = ssh.exec_ssh_client_command(client, command, get_pty=False, environment=None,
-                                                              timeout=hook.timeout)
-            finally:
-                client.close()
+            status, _, err = ssh_exec(access, command, timeout=hook.timeout)
         except Exception as exc:
             failures.append(f"{node['hostname']}: {type(exc).__name__}: {exc}")
             continue

@@ -30,14 +30,14 @@ class NodeReadyTrigger(BaseTrigger):
         from loom.errors import LoomError
 
         env = await asyncio.to_thread(engine.Env.load)
-        conn = None
+        provider = None
         last = "not checked yet"
         polls = 0
         while True:
             try:
-                if conn is None:
-                    conn = await self._connection(env)
-                probe = await asyncio.to_thread(engine.probe_node, env, self.cluster, self.hostname, conn or None)
+                if provider is None:
+                    provider = await self._provider(env)
+                probe = await asyncio.to_thread(engine.probe_node, env, self.cluster, self.hostname, provider)
                 polls += 1
                 if probe["ready"]:
                     yield TriggerEvent({"status": "ready", "detail": probe["detail"], "polls": polls})
@@ -54,13 +54,16 @@ class NodeReadyTrigger(BaseTrigger):
                 return
             await asyncio.sleep(self.poll)
 
-    async def _connection(self, env: Any) -> Any:
-        """The provider's Connection (async, as the triggerer requires), or False if none."""
+    async def _provider(self, env: Any) -> Any:
+        """The cluster's provider (``Machines``), built once per trigger; its Connection is read
+        through the triggerer's async API."""
+        from loom import engine
         from loom.connections import aget_connection
         from loom.providers import needs_connection
 
         view = await asyncio.to_thread(env.store.require, self.cluster)
-        provider = env.catalog.providers.get(view["provider"])
-        if provider is None or not needs_connection(provider) or not provider.connection:
-            return False
-        return await aget_connection(provider.connection, f"provider {provider.name!r}")
+        spec = env.catalog.providers.get(view["provider"])
+        conn = None
+        if spec is not None and needs_connection(spec) and spec.connection:
+            conn = await aget_connection(spec.connection, f"provider {spec.name!r}")
+        return await asyncio.to_thread(engine.machines, env, view, conn)

@@ -98,7 +98,8 @@ def live_nodes(machines: CloudMachines, cluster_id: int) -> list[Any]:
 
 
 def boto3_live(port: int, cluster_id: int) -> list[str]:
-    boto3 = pytest.importorskip("boto3")
+    import boto3  # moto's own dependency
+
     client = boto3.client(
         "ec2", endpoint_url=f"http://{LOCAL}:{port}", region_name="us-east-1",
         aws_access_key_id="AKIDLOOMTEST", aws_secret_access_key=SECRET,

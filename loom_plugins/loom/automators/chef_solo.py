@@ -15,11 +15,10 @@ then ``chef-solo -c <solo.rb> -j <node.json>`` (sudo when not root; ``~/.loom/bi
 from __future__ import annotations
 
 import json
-import shlex
 from typing import Any
 
 from loom.automators import ActionContext, Automator, register
-from loom.automators.remote import REMOTE_DIR, RemoteSession
+from loom.automators.remote import REMOTE_DIR, RemoteSession, env_exec
 from loom.automators.ssh import NodeAccess
 from loom.spec.actions import ChefSoloAction
 
@@ -46,7 +45,7 @@ def node_json(ctx: ActionContext) -> dict[str, Any]:
 
 def solo_body(env_file: str, path_export: str, solo: str, attrs: str) -> str:
     words = ["chef-solo", "-c", solo, "-j", attrs]
-    return f"set -a; . {shlex.quote(env_file)}; set +a; {path_export}exec " + " ".join(shlex.quote(w) for w in words)
+    return env_exec(env_file, words, path_export)
 
 
 @register

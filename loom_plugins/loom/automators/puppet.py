@@ -11,10 +11,9 @@ home) as strings and
 from __future__ import annotations
 
 import json
-import shlex
 
 from loom.automators import ActionContext, Automator, register
-from loom.automators.remote import RemoteSession
+from loom.automators.remote import RemoteSession, env_exec
 from loom.automators.ssh import NodeAccess
 from loom.spec.actions import PuppetAction
 
@@ -37,7 +36,7 @@ def apply_body(env_file: str, path_export: str, manifest: str, modulepath: str |
     if modulepath:
         words += ["--modulepath", modulepath]
     words.append(manifest)
-    return f"set -a; . {shlex.quote(env_file)}; set +a; {path_export}exec " + " ".join(shlex.quote(w) for w in words)
+    return env_exec(env_file, words, path_export)
 
 
 @register

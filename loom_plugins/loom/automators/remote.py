@@ -35,6 +35,12 @@ def wrap_command(body: str, sudo: bool, timeout: int | None = None) -> str:
     return "cd ~ && " + " ".join(words) + " " + shlex.quote(body)
 
 
+def env_exec(env_file: str, words: list[str], path_export: str = "") -> str:
+    """``set -a; . <env file>; set +a; [PATH=...; ]exec <words>``: the bash body every automator
+    runs on the node (its environment comes from the uploaded env file, see ``env_text``)."""
+    return f"set -a; . {shlex.quote(env_file)}; set +a; {path_export}exec " + " ".join(shlex.quote(w) for w in words)
+
+
 def env_text(env: dict[str, str]) -> str:
     """An env file for ``set -a; . file; set +a``: one ``KEY='value'`` per line, values quoted."""
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))

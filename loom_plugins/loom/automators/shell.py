@@ -7,13 +7,12 @@ uploaded as a file and sourced, so the logged command line stays short and nothi
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loom.automators import ActionContext, Automator, loom_env, register
-from loom.automators.remote import REMOTE_DIR, RemoteSession, env_text, wrap_command
+from loom.automators.remote import REMOTE_DIR, RemoteSession, env_exec, env_text, wrap_command
 from loom.automators.ssh import NodeAccess
 from loom.spec.actions import ShellAction
 
@@ -32,10 +31,7 @@ def remote_command(inv: ShellInvocation, sudo: bool) -> str:
     """``cd ~ && [sudo -n -H] timeout ... bash -c 'set -a; . <env>; set +a; exec bash <script> <args>'``."""
     script = f"{REMOTE_DIR}/services/{inv.service}/{inv.script.name}"
     words = ["bash", script, *inv.args]
-    body = f"set -a; . {REMOTE_DIR}/run/{inv.service}.{inv.action}.env; set +a; exec " + " ".join(
-        shlex.quote(w) for w in words
-    )
-    return wrap_command(body, sudo, inv.timeout)
+    return wrap_command(env_exec(f"{REMOTE_DIR}/run/{inv.service}.{inv.action}.env", words), sudo, inv.timeout)
 
 
 def run_shell_action(access: NodeAccess, inv: ShellInvocation) -> str:

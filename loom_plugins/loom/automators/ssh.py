@@ -47,3 +47,14 @@ def ssh_hook(access: NodeAccess, cmd_timeout: float = 1800, conn_timeout: float 
     hook.look_for_keys = False
     hook.allow_host_key_change = False
     return hook
+
+
+def ssh_exec(access: NodeAccess, command: str, timeout: float = 60) -> tuple[int, bytes, bytes]:
+    """Connect (pinned host key), run one command, close: (exit status, stdout, stderr).
+    Connection errors propagate unchanged for the caller to word."""
+    hook = ssh_hook(access, cmd_timeout=timeout)
+    client = hook.get_conn()
+    try:
+        return hook.exec_ssh_client_command(client, command, get_pty=False, environment=None, timeout=timeout)
+    finally:
+        client.close()

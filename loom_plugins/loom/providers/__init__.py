@@ -116,9 +116,3 @@ class LocalMachines:
     def owned(self) -> list[Machine]:
         return [self._machine(n) for n in self.driver.list_nodes()]
 
-
-def compute_driver(provider: Provider, settings: Settings) -> NodeDriver:
-    """The local provider's libcloud driver (tests and the janitor's older callers)."""
-    if provider.driver != "local":
-        raise ProviderError(f"provider {provider.name!r}: compute_driver is for the local driver only")
-    return local_driver(provider, settings)
